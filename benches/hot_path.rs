@@ -1,0 +1,74 @@
+//! The request path's parts, one criterion group each. Targets (issue 2, 3 and 5):
+//! - identity + cohort assignment: under 1 µs;
+//! - identity + assignment + endpoint choice: under 1 µs;
+//! - recording one exchange into the window: under 100 ns.
+//!
+//! Run: `cargo bench --bench hot_path`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use canary_proxy::cohort::{assign, Cohort, CohortHasher};
+use canary_proxy::config::EndpointConfig;
+use canary_proxy::identity::{client_ip, identify, IdentitySource, IpText};
+use canary_proxy::metrics::Metrics;
+use canary_proxy::recorder::{Exchange, Recorder};
+use canary_proxy::upstream::Pool;
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::HeaderMap;
+
+fn headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("host", "shop.example".parse().unwrap());
+    h.insert("user-agent", "Mozilla/5.0 (X11; Linux x86_64)".parse().unwrap());
+    h.insert("accept", "text/html,application/xhtml+xml".parse().unwrap());
+    h.insert("cookie", "theme=dark; session_id=8f14e45fceea167a5a36dedd4bea2543; lang=en".parse().unwrap());
+    h
+}
+
+fn sources() -> Vec<IdentitySource> {
+    ["header:x-user-id", "cookie:session_id", "ip"].iter().map(|s| IdentitySource::parse(s).unwrap()).collect()
+}
+
+fn pool(n: usize) -> Pool {
+    let eps: Vec<EndpointConfig> = (0..n)
+        .map(|i| {
+            let url = format!("http://127.0.0.1:{}", 8000 + i);
+            let uri: http::Uri = url.parse().unwrap();
+            EndpointConfig { url, scheme: uri.scheme().unwrap().clone(), authority: uri.authority().unwrap().clone() }
+        })
+        .collect();
+    Pool::new(Cohort::Stable, "v1", &eps, Metrics::new().cohort("stable", "v1"))
+}
+
+fn cohort(c: &mut Criterion) {
+    let h = headers();
+    let src = sources();
+    let hasher = CohortHasher::new("spring");
+    let peer = "203.0.113.7".parse().unwrap();
+    let pool = pool(4);
+    c.bench_function("identify+assign (cookie source)", |b| {
+        b.iter(|| {
+            let ip = IpText::new(client_ip(peer, black_box(&h), &[]));
+            let (_, id) = identify(&src, &h, &ip).unwrap();
+            assign(hasher.place(id).bucket, 50_000)
+        })
+    });
+    c.bench_function("identify+assign+pick endpoint", |b| {
+        b.iter(|| {
+            let ip = IpText::new(client_ip(peer, black_box(&h), &[]));
+            let (_, id) = identify(&src, &h, &ip).unwrap();
+            let cohort = assign(hasher.place(id).bucket, 50_000);
+            (cohort, pool.pick(None))
+        })
+    });
+}
+
+fn record(c: &mut Criterion) {
+    let r = Recorder::default();
+    let ok = Exchange { cohort: Cohort::Canary, status: 200, latency: Duration::from_micros(1234), error: false, identity: Some(7) };
+    c.bench_function("record one exchange", |b| b.iter(|| r.record(black_box(&ok))));
+}
+
+criterion_group!(benches, cohort, record);
+criterion_main!(benches);

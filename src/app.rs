@@ -1,0 +1,139 @@
+//! Wiring: builds the shared parts from a `Config`, binds both listeners (so tests can use
+//! port 0 and read the real addresses), and runs until a shutdown future resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::{Conn, Proxy};
+use crate::recorder::Recorder;
+use crate::routing::{Router, RoutingTable};
+use crate::server::{serve, Handler, ServeOptions};
+use crate::upstream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct App {
+    config: Arc<Config>,
+    proxy: Arc<Proxy>,
+    admin: Arc<Admin>,
+    metrics: Arc<Metrics>,
+    proxy_listener: TcpListener,
+    admin_listener: TcpListener,
+}
+
+impl Handler for Proxy {
+    async fn call(
+        self: &Arc<Self>,
+        req: http::Request<hyper::body::Incoming>,
+        conn: Conn,
+    ) -> http::Response<crate::body::ProxyBody> {
+        self.handle(req, conn).await
+    }
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { key, addr, source })
+}
+
+impl App {
+    pub async fn bind(config: Config) -> Result<App, AppError> {
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::new());
+        let table = RoutingTable::build(config.clone(), false, None, &metrics);
+        metrics.active.set((table.threshold_ppm > 0) as i64);
+        metrics.traffic_percent.set(config.canary.traffic_percent);
+        let router = Arc::new(Router::new(table));
+        let recorder = Arc::new(Recorder::default());
+        let client = upstream::client(&config.timeouts);
+        let proxy = Arc::new(Proxy::new(
+            router.clone(),
+            recorder,
+            metrics.clone(),
+            client,
+        ));
+        let admin = Arc::new(Admin {
+            router,
+            metrics: metrics.clone(),
+            ready: Default::default(),
+        });
+        let proxy_listener = bind("proxy.listen", config.proxy.listen).await?;
+        let admin_listener = bind("admin.listen", config.admin.listen).await?;
+        admin.ready.store(true, Ordering::Release);
+        Ok(App {
+            config,
+            proxy,
+            admin,
+            metrics,
+            proxy_listener,
+            admin_listener,
+        })
+    }
+
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_listener.local_addr().expect("bound listener")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener.local_addr().expect("bound listener")
+    }
+
+    /// Serves until `shutdown` resolves, then drains both ports within `timeouts.drain`.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let c = &self.config;
+        let (proxy_addr, admin_addr) = (self.proxy_addr(), self.admin_addr());
+        let opts = || ServeOptions {
+            max_connections: c.limits.max_connections,
+            header_read: c.timeouts.header_read,
+            idle: c.timeouts.idle,
+            drain: c.timeouts.drain,
+        };
+        let proxy = tokio::spawn(serve(
+            self.proxy_listener,
+            self.proxy.clone(),
+            opts(),
+            self.metrics.clone(),
+            stopped(stop_rx.clone()),
+        ));
+        let admin = tokio::spawn(serve(
+            self.admin_listener,
+            self.admin.clone(),
+            opts(),
+            self.metrics.clone(),
+            stopped(stop_rx),
+        ));
+        tracing::info!(
+            proxy = %proxy_addr, admin = %admin_addr,
+            stable = %c.stable.version, canary = %c.canary.version,
+            percent = c.canary.traffic_percent, "canary-proxy serving"
+        );
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, draining in-flight requests");
+        self.admin.ready.store(false, Ordering::Release);
+        let _ = stop_tx.send(true);
+        let _ = proxy.await;
+        let _ = admin.await;
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,180 @@
+//! The bodies that cross the proxy, streamed frame by frame and never buffered whole.
+//!
+//! `ProxyBody` is what the proxy answers with: the upstream's stream, or a short text of our
+//! own. `UpstreamBody` is what we send upstream: the client's stream, watched so that we know
+//! when it was handed over in full (latency starts there) and whether the client failed it.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::sync::Notify;
+
+/// A response body: the upstream's, or one the proxy made.
+pub enum ProxyBody {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn full(bytes: Bytes) -> Self {
+        ProxyBody::Full(Some(bytes))
+    }
+
+    pub fn empty() -> Self {
+        ProxyBody::Full(None)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ProxyBody::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// Shared between the request-body stream and the exchange that waits on it.
+#[derive(Default)]
+pub struct BodyWatch {
+    /// The client's body until the upstream connection first reads it: while it is still here,
+    /// nothing was sent, so a failed connect may be retried on another endpoint.
+    pending: Mutex<Option<Incoming>>,
+    sent_at: OnceLock<Instant>,
+    client_failed: AtomicBool,
+    done: Notify,
+}
+
+impl BodyWatch {
+    pub fn new(body: Incoming) -> Arc<Self> {
+        Arc::new(BodyWatch {
+            pending: Mutex::new(Some(body)),
+            ..Default::default()
+        })
+    }
+
+    /// Whether the body is still unsent (so the request may be retried).
+    pub fn untouched(&self) -> bool {
+        self.pending.lock().map(|p| p.is_some()).unwrap_or(false)
+    }
+
+    /// When the last byte was handed to the upstream connection, if it was.
+    pub fn sent_at(&self) -> Option<Instant> {
+        self.sent_at.get().copied()
+    }
+
+    pub fn client_failed(&self) -> bool {
+        self.client_failed.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the body has ended or failed.
+    pub async fn finished(&self) {
+        if self.sent_at.get().is_some() || self.client_failed() {
+            return;
+        }
+        self.done.notified().await
+    }
+
+    fn finish(&self, failed: bool) {
+        if failed {
+            self.client_failed.store(true, Ordering::Relaxed);
+        } else {
+            let _ = self.sent_at.set(Instant::now());
+        }
+        self.done.notify_one();
+    }
+}
+
+/// The request body sent upstream.
+pub enum UpstreamBody {
+    Empty,
+    Watched {
+        watch: Arc<BodyWatch>,
+        body: Option<Incoming>,
+    },
+}
+
+impl UpstreamBody {
+    pub fn watched(watch: &Arc<BodyWatch>) -> Self {
+        UpstreamBody::Watched {
+            watch: watch.clone(),
+            body: None,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let UpstreamBody::Watched { watch, body } = self.get_mut() else {
+            return Poll::Ready(None);
+        };
+        if body.is_none() {
+            *body = watch.pending.lock().ok().and_then(|mut p| p.take());
+        }
+        let Some(inner) = body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => watch.finish(false),
+            Poll::Ready(Some(Err(_))) => watch.finish(true),
+            Poll::Ready(Some(Ok(_))) if body.as_ref().is_some_and(|b| b.is_end_stream()) => {
+                watch.finish(false)
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, UpstreamBody::Empty)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+            UpstreamBody::Watched { watch, body } => match body {
+                Some(b) => b.size_hint(),
+                None => watch
+                    .pending
+                    .lock()
+                    .ok()
+                    .and_then(|p| p.as_ref().map(|b| b.size_hint()))
+                    .unwrap_or_default(),
+            },
+        }
+    }
+}

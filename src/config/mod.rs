@@ -1,0 +1,269 @@
+//! The typed, validated configuration: TOML -> `RawConfig` (serde, unknown keys rejected) ->
+//! env overrides -> `Config`. Every error names the file, the key (or the variable) and what
+//! was expected. No IO besides reading the file and the token file in `load`.
+
+mod env;
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::identity::IdentitySource;
+pub use env::{apply_env, EnvOverrides, ENV_VARS};
+pub use raw::*;
+
+/// A config that could not be loaded: where, which key, and what was expected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}: {key}: {expected}")]
+pub struct ConfigError {
+    /// The file, or `environment` for an override.
+    pub file: String,
+    /// A dotted key, or the environment variable (with the key it overrides).
+    pub key: String,
+    pub expected: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub stable: PoolConfig,
+    pub canary: CanaryConfig,
+    pub rollback: RollbackConfig,
+    pub state: StateConfig,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    /// What the config was built from, with env overrides and defaults applied: `check` prints it.
+    pub effective: RawConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    pub trusted_proxies: Vec<IpNet>,
+    pub access_log: AccessLog,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccessLog {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// `None` when no token is set: mutating calls are then open (loopback only).
+    pub token: Option<String>,
+}
+
+/// An upstream endpoint: `http(s)://host:port`, no path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EndpointConfig {
+    pub url: String,
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub version: String,
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryConfig {
+    pub version: String,
+    pub endpoints: Vec<EndpointConfig>,
+    pub enabled: bool,
+    pub traffic_percent: f64,
+    pub identity: Vec<IdentitySource>,
+    pub salt: String,
+    pub expose_headers: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatencyStat {
+    P50,
+    P90,
+    P95,
+    P99,
+}
+
+impl LatencyStat {
+    /// The quantile, e.g. 0.99 for p99.
+    pub fn quantile(self) -> f64 {
+        match self {
+            LatencyStat::P50 => 0.50,
+            LatencyStat::P90 => 0.90,
+            LatencyStat::P95 => 0.95,
+            LatencyStat::P99 => 0.99,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LatencyStat::P50 => "p50",
+            LatencyStat::P90 => "p90",
+            LatencyStat::P95 => "p95",
+            LatencyStat::P99 => "p99",
+        }
+    }
+}
+
+/// Which upstream statuses are errors: a bitmap over 100..=599.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ErrorStatuses {
+    bits: [u64; 10],
+}
+
+impl ErrorStatuses {
+    pub fn none() -> Self {
+        ErrorStatuses { bits: [0; 10] }
+    }
+
+    pub fn insert(&mut self, code: u16) {
+        if code < 640 {
+            self.bits[code as usize / 64] |= 1 << (code % 64);
+        }
+    }
+
+    pub fn contains(&self, code: u16) -> bool {
+        code < 640 && self.bits[code as usize / 64] & (1 << (code % 64)) != 0
+    }
+}
+
+impl std::fmt::Debug for ErrorStatuses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set()
+            .entries((100u16..600).filter(|c| self.contains(*c)))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackConfig {
+    pub auto: bool,
+    pub window: Duration,
+    pub min_requests: u64,
+    pub max_error_rate: f64,
+    pub max_relative_error: f64,
+    pub max_latency: Duration,
+    pub latency_tolerance: f64,
+    pub latency_stat: LatencyStat,
+    pub false_rollback_budget: f64,
+    pub error_statuses: ErrorStatuses,
+    pub evaluate_every: Duration,
+}
+
+impl RollbackConfig {
+    /// `window / evaluate_every`, rounded up.
+    pub fn window_slices(&self) -> usize {
+        let w = self.window.as_nanos();
+        let s = self.evaluate_every.as_nanos().max(1);
+        w.div_ceil(s) as usize
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub request: Duration,
+    pub idle: Duration,
+    pub header_read: Duration,
+    pub body_read: Duration,
+    pub drain: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_uri_bytes: usize,
+}
+
+impl Config {
+    /// Reads `path`, applies the environment (`env` looks a variable up), validates.
+    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            expected: format!("a readable TOML file ({e})"),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml_str(&text, &file, base, env)
+    }
+
+    /// Parses TOML text; `file` names it in errors, `base` anchors relative paths.
+    pub fn from_toml_str(
+        text: &str,
+        file: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut raw = parse_raw(text, file)?;
+        let overrides = apply_env(&mut raw, env)?;
+        validate::validate(raw, file, base, &overrides)
+    }
+
+    /// The effective config as TOML, with secrets shown as `"***"`.
+    pub fn render_masked(&self) -> String {
+        let mut shown = self.effective.clone();
+        if !shown.admin.token.is_empty() || self.admin.token.is_some() {
+            shown.admin.token = "***".into();
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError {
+        file: file.into(),
+        key: "(syntax)".into(),
+        expected: format!("valid TOML: {}", one_line(&e.to_string())),
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        ConfigError {
+            file: file.into(),
+            key: if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            },
+            expected: one_line(&e.into_inner().to_string()),
+        }
+    })
+}
+
+/// toml's messages quote the offending line over several lines; one line reads better in logs.
+fn one_line(msg: &str) -> String {
+    let last = msg
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^'));
+    let lead = msg.lines().next().unwrap_or("").trim();
+    match last {
+        Some(l) if l != lead && lead.starts_with("TOML parse error") => format!("{l} ({lead})"),
+        Some(l) => l.to_string(),
+        None => lead.to_string(),
+    }
+}

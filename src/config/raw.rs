@@ -1,0 +1,211 @@
+//! The config file as written: serde structs with every default filled in.
+//!
+//! These structs are also what `canary-proxy check` prints, so the effective config is the
+//! same shape as the file. They hold no logic beyond defaults; meaning and validation live in
+//! `config::validate`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub proxy: RawProxy,
+    pub admin: RawAdmin,
+    pub stable: RawStable,
+    pub canary: RawCanary,
+    pub rollback: RawRollback,
+    pub state: RawState,
+    pub timeouts: RawTimeouts,
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProxy {
+    pub listen: String,
+    pub trusted_proxies: Vec<String>,
+    pub access_log: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawTls>,
+}
+
+impl Default for RawProxy {
+    fn default() -> Self {
+        RawProxy {
+            listen: "0.0.0.0:8080".into(),
+            trusted_proxies: Vec::new(),
+            access_log: "off".into(),
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub listen: String,
+    pub token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: "127.0.0.1:9090".into(),
+            token: String::new(),
+            token_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStable {
+    pub version: String,
+    pub endpoints: Vec<String>,
+}
+
+impl Default for RawStable {
+    fn default() -> Self {
+        RawStable {
+            version: "stable".into(),
+            endpoints: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCanary {
+    pub version: String,
+    pub endpoints: Vec<String>,
+    pub enabled: bool,
+    pub traffic_percent: f64,
+    pub identity: Vec<String>,
+    pub salt: String,
+    pub expose_headers: bool,
+}
+
+impl Default for RawCanary {
+    fn default() -> Self {
+        RawCanary {
+            version: "canary".into(),
+            endpoints: Vec::new(),
+            enabled: true,
+            traffic_percent: 5.0,
+            identity: vec![
+                "header:x-user-id".into(),
+                "cookie:session_id".into(),
+                "ip".into(),
+            ],
+            salt: String::new(),
+            expose_headers: true,
+        }
+    }
+}
+
+/// A status in `error_statuses`: a class such as `"5xx"`, or a code as text or as a number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RawStatus {
+    Code(i64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRollback {
+    pub auto: bool,
+    pub window: String,
+    pub min_requests: u64,
+    pub max_error_rate: f64,
+    pub max_relative_error: f64,
+    pub max_latency: String,
+    pub latency_tolerance: f64,
+    pub latency_stat: String,
+    pub false_rollback_budget: f64,
+    pub error_statuses: Vec<RawStatus>,
+    pub evaluate_every: String,
+}
+
+impl Default for RawRollback {
+    fn default() -> Self {
+        RawRollback {
+            auto: true,
+            window: "5m".into(),
+            min_requests: 100,
+            max_error_rate: 1.0,
+            max_relative_error: 2.0,
+            max_latency: "2s".into(),
+            latency_tolerance: 1.25,
+            latency_stat: "p99".into(),
+            false_rollback_budget: 0.001,
+            error_statuses: vec![RawStatus::Text("5xx".into())],
+            evaluate_every: "1s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawState {
+    pub path: String,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        RawState {
+            path: "canary-state.json".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTimeouts {
+    pub connect: String,
+    pub request: String,
+    pub idle: String,
+    pub header_read: String,
+    pub body_read: String,
+    pub drain: String,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        RawTimeouts {
+            connect: "2s".into(),
+            request: "30s".into(),
+            idle: "90s".into(),
+            header_read: "10s".into(),
+            body_read: "30s".into(),
+            drain: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub max_connections: u64,
+    pub max_header_bytes: u64,
+    pub max_uri_bytes: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_connections: 10_000,
+            max_header_bytes: 65_536,
+            max_uri_bytes: 8_192,
+        }
+    }
+}

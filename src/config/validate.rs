@@ -1,0 +1,391 @@
+//! `RawConfig` -> `Config`: every value checked and given its type, errors naming the key
+//! (or the environment variable that set it) and what was expected.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::*;
+
+struct Ctx<'a> {
+    file: &'a str,
+    base: &'a Path,
+    overrides: &'a EnvOverrides,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: &str, expected: impl Into<String>) -> ConfigError {
+        match self.overrides.var_for(key) {
+            Some(var) => ConfigError {
+                file: "environment".into(),
+                key: format!("{var} (overrides {key})"),
+                expected: expected.into(),
+            },
+            None => ConfigError {
+                file: self.file.into(),
+                key: key.into(),
+                expected: expected.into(),
+            },
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn duration(&self, key: &str, text: &str) -> Result<Duration, ConfigError> {
+        let d = humantime::parse_duration(text.trim()).map_err(|_| {
+            self.err(
+                key,
+                format!("a duration with a unit such as \"500ms\", \"2s\" or \"5m\", got {text:?}"),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(self.err(key, format!("a duration above zero, got {text:?}")));
+        }
+        Ok(d)
+    }
+
+    fn socket(&self, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+        text.parse().map_err(|_| {
+            self.err(
+                key,
+                format!("an address such as \"127.0.0.1:8080\" or \"[::]:8080\", got {text:?}"),
+            )
+        })
+    }
+
+    fn percent(&self, key: &str, v: f64) -> Result<f64, ConfigError> {
+        if v.is_finite() && (0.0..=100.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err(self.err(key, format!("a percent from 0 to 100, got {v}")))
+        }
+    }
+
+    fn endpoints(&self, key: &str, list: &[String]) -> Result<Vec<EndpointConfig>, ConfigError> {
+        let mut out = Vec::with_capacity(list.len());
+        for (i, text) in list.iter().enumerate() {
+            let key = format!("{key}[{i}]");
+            let expected = || {
+                self.err(&key, format!("an http:// or https:// URL with a host and no path, such as \"http://10.0.0.5:8080\", got {text:?}"))
+            };
+            let uri: http::Uri = text.parse().map_err(|_| expected())?;
+            let scheme = uri.scheme().cloned().ok_or_else(expected)?;
+            if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+                return Err(expected());
+            }
+            let authority = uri.authority().cloned().ok_or_else(expected)?;
+            let path_ok = matches!(uri.path(), "" | "/") && uri.query().is_none();
+            if !path_ok || authority.host().is_empty() || authority.as_str().contains('@') {
+                return Err(expected());
+            }
+            if out
+                .iter()
+                .any(|e: &EndpointConfig| e.authority == authority && e.scheme == scheme)
+            {
+                return Err(self.err(
+                    &key,
+                    format!("each endpoint once, {text:?} is listed twice"),
+                ));
+            }
+            out.push(EndpointConfig {
+                url: format!("{scheme}://{authority}"),
+                scheme,
+                authority,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
+pub(super) fn validate(
+    raw: RawConfig,
+    file: &str,
+    base: &Path,
+    overrides: &EnvOverrides,
+) -> Result<Config, ConfigError> {
+    let cx = Ctx {
+        file,
+        base,
+        overrides,
+    };
+
+    // [proxy]
+    let listen = cx.socket("proxy.listen", &raw.proxy.listen)?;
+    let mut trusted_proxies = Vec::new();
+    for (i, t) in raw.proxy.trusted_proxies.iter().enumerate() {
+        let net = t
+            .parse::<IpNet>()
+            .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                cx.err(
+                    &format!("proxy.trusted_proxies[{i}]"),
+                    format!("an IP or a CIDR such as \"10.0.0.0/8\", got {t:?}"),
+                )
+            })?;
+        trusted_proxies.push(net);
+    }
+    let access_log = match raw.proxy.access_log.trim() {
+        "off" | "" => AccessLog::Off,
+        "stdout" => AccessLog::Stdout,
+        p => AccessLog::File(cx.path(p)),
+    };
+    let tls = match &raw.proxy.tls {
+        None => None,
+        Some(t) if t.cert.is_empty() || t.key.is_empty() => {
+            return Err(cx.err("proxy.tls", "both `cert` and `key` as PEM file paths"))
+        }
+        Some(t) => Some(TlsFiles {
+            cert: cx.path(&t.cert),
+            key: cx.path(&t.key),
+        }),
+    };
+
+    // [admin]
+    let admin_listen = cx.socket("admin.listen", &raw.admin.listen)?;
+    let token = match (&raw.admin.token_file, raw.admin.token.trim()) {
+        (Some(_), t) if !t.is_empty() => {
+            return Err(cx.err(
+                "admin.token_file",
+                "either `token` or `token_file`, not both",
+            ))
+        }
+        (Some(f), _) => {
+            let path = cx.path(f);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                cx.err(
+                    "admin.token_file",
+                    format!("a readable file with the token ({}: {e})", path.display()),
+                )
+            })?;
+            let t = text.trim().to_string();
+            if t.is_empty() {
+                return Err(cx.err(
+                    "admin.token_file",
+                    format!("a non-empty token in {}", path.display()),
+                ));
+            }
+            Some(t)
+        }
+        (None, "") => None,
+        (None, t) => Some(t.to_string()),
+    };
+    if token.is_none() && !is_loopback(&admin_listen) {
+        return Err(cx.err(
+            "admin.token",
+            format!("a token (or token_file, or CANARY_ADMIN_TOKEN) because admin.listen {admin_listen} is not a loopback address"),
+        ));
+    }
+
+    // [stable] and [canary]
+    if raw.stable.version.trim().is_empty() {
+        return Err(cx.err("stable.version", "a non-empty version"));
+    }
+    let stable_endpoints = cx.endpoints("stable.endpoints", &raw.stable.endpoints)?;
+    if stable_endpoints.is_empty() {
+        return Err(cx.err("stable.endpoints", "at least one endpoint URL"));
+    }
+    if raw.canary.version.trim().is_empty() {
+        return Err(cx.err("canary.version", "a non-empty version"));
+    }
+    let canary_endpoints = cx.endpoints("canary.endpoints", &raw.canary.endpoints)?;
+    let traffic_percent = cx.percent("canary.traffic_percent", raw.canary.traffic_percent)?;
+    if raw.canary.identity.is_empty() {
+        return Err(cx.err(
+            "canary.identity",
+            "at least one source: \"header:NAME\", \"cookie:NAME\" or \"ip\"",
+        ));
+    }
+    let mut identity = Vec::new();
+    for (i, s) in raw.canary.identity.iter().enumerate() {
+        identity.push(
+            IdentitySource::parse(s).map_err(|e| cx.err(&format!("canary.identity[{i}]"), e))?,
+        );
+    }
+
+    // [rollback]
+    let r = &raw.rollback;
+    let window = cx.duration("rollback.window", &r.window)?;
+    let evaluate_every = cx.duration("rollback.evaluate_every", &r.evaluate_every)?;
+    if evaluate_every < Duration::from_millis(10) {
+        return Err(cx.err(
+            "rollback.evaluate_every",
+            format!("at least \"10ms\", got {:?}", r.evaluate_every),
+        ));
+    }
+    if window < evaluate_every {
+        return Err(cx.err(
+            "rollback.window",
+            format!(
+                "at least evaluate_every ({}), got {:?}",
+                r.evaluate_every, r.window
+            ),
+        ));
+    }
+    if window.as_nanos() / evaluate_every.as_nanos() > 100_000 {
+        return Err(cx.err(
+            "rollback.window",
+            "at most 100000 slices of evaluate_every (a shorter window or a longer slice)",
+        ));
+    }
+    let max_error_rate = cx.percent("rollback.max_error_rate", r.max_error_rate)?;
+    if !(r.max_relative_error.is_finite() && r.max_relative_error >= 0.0) {
+        return Err(cx.err(
+            "rollback.max_relative_error",
+            format!("a ratio of 0 (off) or more, got {}", r.max_relative_error),
+        ));
+    }
+    let max_latency = cx.duration("rollback.max_latency", &r.max_latency)?;
+    if !(r.latency_tolerance.is_finite() && r.latency_tolerance > 0.0) {
+        return Err(cx.err(
+            "rollback.latency_tolerance",
+            format!(
+                "a multiple above 0 such as 1.25, got {}",
+                r.latency_tolerance
+            ),
+        ));
+    }
+    let latency_stat = match r.latency_stat.as_str() {
+        "p50" => LatencyStat::P50,
+        "p90" => LatencyStat::P90,
+        "p95" => LatencyStat::P95,
+        "p99" => LatencyStat::P99,
+        "mean" => return Err(cx.err("rollback.latency_stat", "p50, p90, p95 or p99: a mean has no valid sequential test (it is shown in the metrics, but cannot be judged)")),
+        other => return Err(cx.err("rollback.latency_stat", format!("p50, p90, p95 or p99, got {other:?}"))),
+    };
+    let budget = r.false_rollback_budget;
+    if !(budget.is_finite() && budget > 0.0 && budget < 1.0) {
+        return Err(cx.err(
+            "rollback.false_rollback_budget",
+            format!("a probability above 0 and below 1 such as 0.001, got {budget}"),
+        ));
+    }
+    let mut error_statuses = ErrorStatuses::none();
+    for (i, s) in r.error_statuses.iter().enumerate() {
+        let key = format!("rollback.error_statuses[{i}]");
+        let expected = |got: String| {
+            cx.err(
+                &key,
+                format!("a class such as \"5xx\" or a status code from 100 to 599, got {got}"),
+            )
+        };
+        match s {
+            RawStatus::Code(c) if (100..=599).contains(c) => error_statuses.insert(*c as u16),
+            RawStatus::Code(c) => return Err(expected(c.to_string())),
+            RawStatus::Text(t) => {
+                let t = t.trim().to_ascii_lowercase();
+                if let Some(class) = t
+                    .strip_suffix("xx")
+                    .and_then(|d| d.parse::<u16>().ok())
+                    .filter(|d| (1..=5).contains(d))
+                {
+                    (class * 100..class * 100 + 100).for_each(|c| error_statuses.insert(c));
+                } else if let Some(c) = t.parse::<u16>().ok().filter(|c| (100..=599).contains(c)) {
+                    error_statuses.insert(c);
+                } else {
+                    return Err(expected(format!("{t:?}")));
+                }
+            }
+        }
+    }
+
+    // [state]
+    if raw.state.path.trim().is_empty() {
+        return Err(cx.err("state.path", "a file path for the rollback latch"));
+    }
+    let state = StateConfig {
+        path: cx.path(&raw.state.path),
+    };
+
+    // [timeouts]
+    let t = &raw.timeouts;
+    let timeouts = Timeouts {
+        connect: cx.duration("timeouts.connect", &t.connect)?,
+        request: cx.duration("timeouts.request", &t.request)?,
+        idle: cx.duration("timeouts.idle", &t.idle)?,
+        header_read: cx.duration("timeouts.header_read", &t.header_read)?,
+        body_read: cx.duration("timeouts.body_read", &t.body_read)?,
+        drain: cx.duration("timeouts.drain", &t.drain)?,
+    };
+
+    // [limits]
+    let l = &raw.limits;
+    if !(1..=1_000_000).contains(&l.max_connections) {
+        return Err(cx.err(
+            "limits.max_connections",
+            format!("a count from 1 to 1000000, got {}", l.max_connections),
+        ));
+    }
+    if !(1024..=1 << 20).contains(&l.max_header_bytes) {
+        return Err(cx.err(
+            "limits.max_header_bytes",
+            format!("bytes from 1024 to 1048576, got {}", l.max_header_bytes),
+        ));
+    }
+    if !(64..=1 << 20).contains(&l.max_uri_bytes) {
+        return Err(cx.err(
+            "limits.max_uri_bytes",
+            format!("bytes from 64 to 1048576, got {}", l.max_uri_bytes),
+        ));
+    }
+    let limits = Limits {
+        max_connections: l.max_connections as usize,
+        max_header_bytes: l.max_header_bytes as usize,
+        max_uri_bytes: l.max_uri_bytes as usize,
+    };
+
+    Ok(Config {
+        proxy: ProxyConfig {
+            listen,
+            trusted_proxies,
+            access_log,
+            tls,
+        },
+        admin: AdminConfig {
+            listen: admin_listen,
+            token,
+        },
+        stable: PoolConfig {
+            version: raw.stable.version.trim().to_string(),
+            endpoints: stable_endpoints,
+        },
+        canary: CanaryConfig {
+            version: raw.canary.version.trim().to_string(),
+            endpoints: canary_endpoints,
+            enabled: raw.canary.enabled,
+            traffic_percent,
+            identity,
+            salt: raw.canary.salt.clone(),
+            expose_headers: raw.canary.expose_headers,
+        },
+        rollback: RollbackConfig {
+            auto: r.auto,
+            window,
+            min_requests: r.min_requests,
+            max_error_rate,
+            max_relative_error: r.max_relative_error,
+            max_latency,
+            latency_tolerance: r.latency_tolerance,
+            latency_stat,
+            false_rollback_budget: budget,
+            error_statuses,
+            evaluate_every,
+        },
+        state,
+        timeouts,
+        limits,
+        effective: raw,
+    })
+}

@@ -1,0 +1,105 @@
+//! Typed failures of one exchange, and the single mapping from a failure to what the client
+//! sees. Each failure knows which side caused it, so a client that hangs up is never blamed on
+//! the canary.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::ProxyBody;
+
+/// Why an exchange could not be completed normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeError {
+    /// The upstream refused or could not be reached (TCP connect failed or timed out).
+    Connect,
+    /// No response headers within `timeouts.request` of the request being sent in full.
+    Timeout,
+    /// The upstream closed or reset the connection before its response headers.
+    Reset,
+    /// The upstream answered something that is not HTTP.
+    Protocol,
+    /// The client's request body failed (it hung up or stalled): the client's fault.
+    ClientBody,
+}
+
+/// Who caused a failure, which decides whether it counts against a cohort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    Upstream,
+    Client,
+}
+
+impl ExchangeError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ExchangeError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ExchangeError::ClientBody => StatusCode::BAD_REQUEST,
+            ExchangeError::Connect | ExchangeError::Reset | ExchangeError::Protocol => {
+                StatusCode::BAD_GATEWAY
+            }
+        }
+    }
+
+    pub fn blame(self) -> Blame {
+        match self {
+            ExchangeError::ClientBody => Blame::Client,
+            _ => Blame::Upstream,
+        }
+    }
+
+    /// The `kind` label of `canary_upstream_failures_total`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            ExchangeError::Connect => "connect",
+            ExchangeError::Timeout => "timeout",
+            ExchangeError::Reset => "reset",
+            ExchangeError::Protocol => "protocol",
+            ExchangeError::ClientBody => "client_body",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            ExchangeError::Connect => "bad gateway: the upstream refused or could not be reached\n",
+            ExchangeError::Timeout => "gateway timeout: the upstream did not answer in time\n",
+            ExchangeError::Reset => {
+                "bad gateway: the upstream closed the connection before answering\n"
+            }
+            ExchangeError::Protocol => "bad gateway: the upstream sent an invalid response\n",
+            ExchangeError::ClientBody => "bad request: the request body could not be read\n",
+        }
+    }
+
+    /// Classifies an error of the pooled client. `client_body_failed` says whether our own
+    /// request-body stream saw the client fail first.
+    pub fn classify(err: &hyper_util::client::legacy::Error, client_body_failed: bool) -> Self {
+        if client_body_failed {
+            return ExchangeError::ClientBody;
+        }
+        if err.is_connect() {
+            return ExchangeError::Connect;
+        }
+        let mut source = std::error::Error::source(err);
+        while let Some(s) = source {
+            if let Some(h) = s.downcast_ref::<hyper::Error>() {
+                if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
+                    return ExchangeError::Protocol;
+                }
+                return ExchangeError::Reset;
+            }
+            source = s.source();
+        }
+        ExchangeError::Reset
+    }
+}
+
+/// A one-line plain-text response made by the proxy itself.
+pub fn plain(status: StatusCode, message: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(Bytes::from_static(message.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

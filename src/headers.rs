@@ -1,0 +1,144 @@
+//! Header rewriting at the proxy's two borders: hop-by-hop headers (and every header named in
+//! `Connection`) removed both ways, `X-Forwarded-*` and `X-Deployment-Cohort` set towards the
+//! upstream, our own response headers added after the stripping.
+
+use std::net::IpAddr;
+
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+use http::header::{PROXY_AUTHENTICATE, PROXY_AUTHORIZATION};
+
+use crate::identity::{IpText, X_FORWARDED_FOR};
+
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_DEPLOYMENT_COHORT: HeaderName = HeaderName::from_static("x-deployment-cohort");
+pub const X_DEPLOYMENT_VERSION: HeaderName = HeaderName::from_static("x-deployment-version");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and every header `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(CONNECTION) {
+        // Rare on HTTP/1.1 and forbidden on HTTP/2, so the small allocation is off the hot path.
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
+    }
+    for name in [
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// What the forwarded headers need to know about this hop.
+pub struct Hop<'a> {
+    pub peer: IpAddr,
+    pub peer_trusted: bool,
+    pub tls: bool,
+    /// The request's authority when it came as an HTTP/2 `:authority` or absolute URI.
+    pub authority: Option<&'a str>,
+    pub cohort: &'a HeaderValue,
+}
+
+/// Sets the forwarded headers on a request going upstream (after `strip_hop_by_hop`).
+pub fn to_upstream(headers: &mut HeaderMap, hop: &Hop<'_>) {
+    let peer = IpText::new(hop.peer);
+    let xff = match headers.get_all(X_FORWARDED_FOR).iter().count() {
+        0 => HeaderValue::from_bytes(peer.as_bytes()),
+        _ => {
+            let mut joined = Vec::with_capacity(64);
+            for v in headers.get_all(X_FORWARDED_FOR) {
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(peer.as_bytes());
+            HeaderValue::from_bytes(&joined)
+        }
+    };
+    if let Ok(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+
+    if !(hop.peer_trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+        let proto = if hop.tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+
+    // The client's Host is kept; an HTTP/2 request carries it as :authority instead.
+    if !headers.contains_key(HOST) {
+        if let Some(v) = hop.authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+            headers.insert(HOST, v);
+        }
+    }
+    if !(hop.peer_trusted && headers.contains_key(X_FORWARDED_HOST)) {
+        if let Some(host) = headers.get(HOST).cloned() {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+    }
+    headers.insert(X_DEPLOYMENT_COHORT, hop.cohort.clone());
+}
+
+/// Adds `X-Deployment-Cohort` and `X-Deployment-Version` to a response.
+pub fn expose(headers: &mut HeaderMap, cohort: &HeaderValue, version: &HeaderValue) {
+    headers.insert(X_DEPLOYMENT_COHORT, cohort.clone());
+    headers.insert(X_DEPLOYMENT_VERSION, version.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_and_standard_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, "keep-alive, X-Secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(TE, "trailers".parse().unwrap());
+        h.insert(TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_proto_host_set_for_untrusted_peers() {
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, "1.1.1.1".parse().unwrap());
+        h.append(X_FORWARDED_FOR, "2.2.2.2".parse().unwrap());
+        h.insert(X_FORWARDED_PROTO, "https".parse().unwrap());
+        h.insert(HOST, "shop.example".parse().unwrap());
+        let cohort = HeaderValue::from_static("canary");
+        let hop = Hop {
+            peer: "10.0.0.9".parse().unwrap(),
+            peer_trusted: false,
+            tls: false,
+            authority: None,
+            cohort: &cohort,
+        };
+        to_upstream(&mut h, &hop);
+        assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.9");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert_eq!(h[X_FORWARDED_HOST], "shop.example");
+        assert_eq!(h[X_DEPLOYMENT_COHORT], "canary");
+    }
+}

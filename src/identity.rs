@@ -1,0 +1,371 @@
+//! Who a request belongs to: the first configured identity source that is present and
+//! non-empty, and the client's IP as the spec defines it (the socket peer, or the right-most
+//! untrusted `X-Forwarded-For` entry when the peer is a trusted proxy).
+//!
+//! Pure and allocation-free: identities are borrowed from the request's headers, and an IP is
+//! written as text into a stack buffer.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{HeaderMap, HeaderName, COOKIE};
+use ipnet::IpNet;
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// One entry of `canary.identity`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    Header(HeaderName),
+    Cookie(String),
+    Ip,
+}
+
+/// Which kind of source matched: logged, unlike the identity itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Header,
+    Cookie,
+    Ip,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Header => "header",
+            SourceKind::Cookie => "cookie",
+            SourceKind::Ip => "ip",
+        }
+    }
+}
+
+impl IdentitySource {
+    /// Parses `header:NAME`, `cookie:NAME` or `ip`; the error says what was expected.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text == "ip" {
+            return Ok(IdentitySource::Ip);
+        }
+        if let Some(name) = text.strip_prefix("header:") {
+            return HeaderName::from_bytes(name.as_bytes())
+                .map(IdentitySource::Header)
+                .map_err(|_| format!("a valid header name after `header:`, got {text:?}"));
+        }
+        if let Some(name) = text.strip_prefix("cookie:") {
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+            return if valid {
+                Ok(IdentitySource::Cookie(name.to_string()))
+            } else {
+                Err(format!("a valid cookie name after `cookie:`, got {text:?}"))
+            };
+        }
+        Err(format!(
+            "\"header:NAME\", \"cookie:NAME\" or \"ip\", got {text:?}"
+        ))
+    }
+
+    pub fn render(&self) -> String {
+        match self {
+            IdentitySource::Header(h) => format!("header:{h}"),
+            IdentitySource::Cookie(c) => format!("cookie:{c}"),
+            IdentitySource::Ip => "ip".into(),
+        }
+    }
+}
+
+/// An IP address written as text without allocating (the longest IPv6 text is 45 bytes).
+#[derive(Clone, Copy)]
+pub struct IpText {
+    buf: [u8; 46],
+    len: usize,
+}
+
+impl IpText {
+    pub fn new(ip: IpAddr) -> Self {
+        let mut t = IpText {
+            buf: [0; 46],
+            len: 0,
+        };
+        // Cannot fail: the buffer holds the longest address.
+        let _ = write!(t, "{ip}");
+        t
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII from `IpAddr`'s Display is ever written.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(std::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let ip = ip.to_canonical();
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// Parses one `X-Forwarded-For` entry: `1.2.3.4`, `2001:db8::1`, `1.2.3.4:80`, `[2001:db8::1]:80`.
+fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sa) = entry.parse::<SocketAddr>() {
+        return Some(sa.ip());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|e| e.strip_suffix(']'))
+        .and_then(|e| e.parse().ok())
+}
+
+/// The client's IP: the peer, unless the peer is a trusted proxy; then the right-most
+/// `X-Forwarded-For` entry that is not itself trusted (the left-most when all are trusted).
+/// An entry that is not an IP ends the walk at the last address we could believe.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
+    if trusted.is_empty() || !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let mut believed = peer;
+    // Several X-Forwarded-For headers form one list, in order; walk it from the right.
+    for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return believed;
+        };
+        for entry in text.rsplit(',') {
+            match parse_forwarded_ip(entry) {
+                Some(ip) => {
+                    let ip = ip.to_canonical();
+                    if !is_trusted(ip, trusted) {
+                        return ip;
+                    }
+                    believed = ip;
+                }
+                None => return believed,
+            }
+        }
+    }
+    believed
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers, if present and non-empty.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    for value in headers.get_all(COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if &pair[..eq] == name.as_bytes() {
+                let v = pair[eq + 1..].trim_ascii();
+                if !v.is_empty() {
+                    return Some(v);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The first source present and non-empty. `ip` is always present.
+pub fn identify<'a>(
+    sources: &[IdentitySource],
+    headers: &'a HeaderMap,
+    ip: &'a IpText,
+) -> Option<(SourceKind, &'a [u8])> {
+    for source in sources {
+        match source {
+            IdentitySource::Header(name) => {
+                if let Some(v) = headers.get(name) {
+                    if !v.as_bytes().is_empty() {
+                        return Some((SourceKind::Header, v.as_bytes()));
+                    }
+                }
+            }
+            IdentitySource::Cookie(name) => {
+                if let Some(v) = cookie(headers, name) {
+                    return Some((SourceKind::Cookie, v));
+                }
+            }
+            IdentitySource::Ip => return Some((SourceKind::Ip, ip.as_bytes())),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn check_ip(peer: &str, xff: &[&str], trusted: &[&str], expected: &str) {
+        let h = headers(
+            &xff.iter()
+                .map(|v| ("x-forwarded-for", *v))
+                .collect::<Vec<_>>(),
+        );
+        let got = client_ip(peer.parse().unwrap(), &h, &nets(trusted));
+        assert_eq!(
+            got.to_string(),
+            expected,
+            "peer {peer} xff {xff:?} trusted {trusted:?}"
+        );
+    }
+
+    #[test]
+    fn client_ip_table() {
+        check_ip("10.0.0.1", &["1.1.1.1"], &[], "10.0.0.1");
+        check_ip("10.0.0.1", &["1.1.1.1"], &["192.168.0.0/16"], "10.0.0.1");
+        check_ip("10.0.0.1", &["1.1.1.1"], &["10.0.0.0/8"], "1.1.1.1");
+        check_ip(
+            "10.0.0.1",
+            &["6.6.6.6, 1.1.1.1, 10.0.0.2"],
+            &["10.0.0.0/8"],
+            "1.1.1.1",
+        );
+        check_ip(
+            "10.0.0.1",
+            &["6.6.6.6", "1.1.1.1"],
+            &["10.0.0.0/8"],
+            "1.1.1.1",
+        );
+        check_ip(
+            "10.0.0.1",
+            &["10.0.0.3, 10.0.0.2"],
+            &["10.0.0.0/8"],
+            "10.0.0.3",
+        );
+        check_ip("10.0.0.1", &[], &["10.0.0.1/32"], "10.0.0.1");
+        check_ip(
+            "10.0.0.1",
+            &["garbage, 1.1.1.1"],
+            &["10.0.0.0/8"],
+            "1.1.1.1",
+        );
+        check_ip(
+            "10.0.0.1",
+            &["1.1.1.1, garbage"],
+            &["10.0.0.0/8"],
+            "10.0.0.1",
+        );
+        check_ip(
+            "10.0.0.1",
+            &["[2001:db8::1]:443"],
+            &["10.0.0.0/8"],
+            "2001:db8::1",
+        );
+        check_ip("10.0.0.1", &["1.1.1.1:5000"], &["10.0.0.0/8"], "1.1.1.1");
+        check_ip("::ffff:10.0.0.1", &["1.1.1.1"], &["10.0.0.0/8"], "1.1.1.1");
+    }
+
+    fn check_identity(
+        sources: &[&str],
+        pairs: &[(&str, &str)],
+        expected: Option<(SourceKind, &str)>,
+    ) {
+        let sources: Vec<_> = sources
+            .iter()
+            .map(|s| IdentitySource::parse(s).unwrap())
+            .collect();
+        let h = headers(pairs);
+        let ip = IpText::new("203.0.113.7".parse().unwrap());
+        let got = identify(&sources, &h, &ip).map(|(k, v)| (k, std::str::from_utf8(v).unwrap()));
+        assert_eq!(got, expected, "sources {sources:?} headers {pairs:?}");
+    }
+
+    #[test]
+    fn identity_table() {
+        let all = ["header:x-user-id", "cookie:session_id", "ip"];
+        check_identity(
+            &all,
+            &[("x-user-id", "u1")],
+            Some((SourceKind::Header, "u1")),
+        );
+        check_identity(
+            &all,
+            &[("x-user-id", ""), ("cookie", "session_id=s1")],
+            Some((SourceKind::Cookie, "s1")),
+        );
+        check_identity(
+            &all,
+            &[("cookie", "a=1; session_id=s2; b=3")],
+            Some((SourceKind::Cookie, "s2")),
+        );
+        check_identity(
+            &all,
+            &[("cookie", "a=1"), ("cookie", "session_id=s3")],
+            Some((SourceKind::Cookie, "s3")),
+        );
+        check_identity(
+            &all,
+            &[("cookie", "xsession_id=s4")],
+            Some((SourceKind::Ip, "203.0.113.7")),
+        );
+        check_identity(
+            &all,
+            &[("cookie", "session_id=")],
+            Some((SourceKind::Ip, "203.0.113.7")),
+        );
+        check_identity(&["header:x-user-id"], &[], None);
+        check_identity(&["cookie:sid"], &[("cookie", "sid = v9 ")], None);
+        check_identity(
+            &["cookie:sid"],
+            &[("cookie", "sid=v9 ")],
+            Some((SourceKind::Cookie, "v9")),
+        );
+    }
+
+    #[test]
+    fn source_parsing() {
+        assert_eq!(IdentitySource::parse("ip"), Ok(IdentitySource::Ip));
+        assert!(IdentitySource::parse("header:").is_err());
+        assert!(IdentitySource::parse("header:bad name").is_err());
+        assert!(IdentitySource::parse("cookie:").is_err());
+        assert!(IdentitySource::parse("query:id").is_err());
+        assert_eq!(
+            IdentitySource::parse("header:X-User-Id").unwrap().render(),
+            "header:x-user-id"
+        );
+    }
+
+    #[test]
+    fn ip_text_holds_the_longest_address() {
+        let ip: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(IpText::new(ip).as_str(), "203.0.113.7");
+    }
+}

@@ -1,0 +1,21 @@
+//! canary-proxy: a reverse proxy for canary releases. Sticky SHA-256 cohorts, per-cohort
+//! windows, a sequential judge, and a rollback latch that survives restarts.
+//!
+//! The binary (`main.rs`) is a thin layer over `app::App`; everything here is usable from tests.
+
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod cli;
+pub mod cohort;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod histogram;
+pub mod identity;
+pub mod metrics;
+pub mod proxy;
+pub mod recorder;
+pub mod routing;
+pub mod server;
+pub mod upstream;

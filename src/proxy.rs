@@ -1,0 +1,283 @@
+//! The request pipeline, one small step per phase: snapshot -> check -> identify -> assign ->
+//! pick endpoint -> forward -> record. The routing table is loaded once per request and kept
+//! to the end, so an in-flight request finishes on the table it started with.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::HOST;
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body, Incoming};
+
+use crate::body::{BodyWatch, ProxyBody, UpstreamBody};
+use crate::error::{plain, Blame, ExchangeError};
+use crate::headers::{self, Hop};
+use crate::identity::{client_ip, identify, IpText};
+use crate::metrics::Metrics;
+use crate::recorder::{Exchange, Recorder};
+use crate::routing::{Router, RoutingTable};
+use crate::upstream::{Pool, UpstreamClient};
+
+pub struct Proxy {
+    pub router: Arc<Router>,
+    pub recorder: Arc<Recorder>,
+    pub metrics: Arc<Metrics>,
+    client: UpstreamClient,
+}
+
+/// The connection a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+impl Proxy {
+    pub fn new(
+        router: Arc<Router>,
+        recorder: Arc<Recorder>,
+        metrics: Arc<Metrics>,
+        client: UpstreamClient,
+    ) -> Self {
+        Proxy {
+            router,
+            recorder,
+            metrics,
+            client,
+        }
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+        let table = self.router.load();
+        if let Err((reason, status, msg)) = check(&req) {
+            self.metrics.reject(reason);
+            let mut resp = plain(status, msg);
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return resp;
+        }
+
+        let peer = conn.peer.ip().to_canonical();
+        let trusted = &table.config.proxy.trusted_proxies;
+        let ip = IpText::new(client_ip(peer, req.headers(), trusted));
+        let id = identify(&table.config.canary.identity, req.headers(), &ip);
+        let (cohort, placement) = table.route(id.map(|(_, v)| v));
+        let pool = table.pool(cohort).clone();
+
+        let (mut parts, body) = req.into_parts();
+        let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
+        headers::strip_hop_by_hop(&mut parts.headers);
+        let hop = Hop {
+            peer,
+            peer_trusted: !trusted.is_empty() && trusted.iter().any(|n| n.contains(&peer)),
+            tls: conn.tls,
+            authority: authority.as_deref(),
+            cohort: &table.cohort_headers[cohort.index()],
+        };
+        headers::to_upstream(&mut parts.headers, &hop);
+
+        let outcome = self.forward(&table, &pool, parts, body).await;
+        let identity = placement.map(|p| p.digest);
+        let mut resp = match outcome {
+            Ok((mut resp, latency)) => {
+                let status = resp.status().as_u16();
+                let error = table.config.rollback.error_statuses.contains(status);
+                self.observe(
+                    &pool,
+                    Exchange {
+                        cohort,
+                        status,
+                        latency,
+                        error,
+                        identity,
+                    },
+                );
+                headers::strip_hop_by_hop(resp.headers_mut());
+                resp.map(ProxyBody::Upstream)
+            }
+            Err((err, latency)) => {
+                if err.blame() == Blame::Upstream {
+                    let status = err.status().as_u16();
+                    self.observe(
+                        &pool,
+                        Exchange {
+                            cohort,
+                            status,
+                            latency,
+                            error: true,
+                            identity,
+                        },
+                    );
+                } else {
+                    self.metrics.reject("client_body");
+                }
+                plain(err.status(), err.message())
+            }
+        };
+        if table.config.canary.expose_headers {
+            headers::expose(
+                resp.headers_mut(),
+                &table.cohort_headers[cohort.index()],
+                &pool.version_header,
+            );
+        }
+        resp
+    }
+
+    fn observe(&self, pool: &Pool, ex: Exchange) {
+        self.recorder.record(&ex);
+        pool.metrics.requests.inc();
+        if ex.error {
+            pool.metrics.errors.inc();
+        }
+        pool.metrics.latency.observe(ex.latency.as_secs_f64());
+    }
+
+    /// Sends the request to an endpoint of `pool`; a refused connect is retried once on another
+    /// endpoint of the same pool, but only while no byte of the body has been sent.
+    async fn forward(
+        &self,
+        table: &RoutingTable,
+        pool: &Pool,
+        parts: http::request::Parts,
+        body: Incoming,
+    ) -> Result<(Response<Incoming>, std::time::Duration), (ExchangeError, std::time::Duration)>
+    {
+        let watch = (!body.is_end_stream()).then(|| BodyWatch::new(body));
+        let can_retry = pool.endpoints.len() > 1;
+        // Kept only where a retry is possible: a clone per request is not free.
+        let spare = can_retry.then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
+        let first = pool.pick(None);
+        let result = self
+            .attempt(table, pool, first, parts, watch.as_ref())
+            .await;
+        match (result, spare) {
+            (Err((ExchangeError::Connect, _)), Some((method, uri, headers)))
+                if watch.as_ref().is_none_or(|w| w.untouched()) =>
+            {
+                let mut parts = Request::new(()).into_parts().0;
+                parts.method = method;
+                parts.uri = uri;
+                parts.headers = headers;
+                let second = pool.pick(Some(first));
+                self.attempt(table, pool, second, parts, watch.as_ref())
+                    .await
+            }
+            (result, _) => result,
+        }
+    }
+
+    async fn attempt(
+        &self,
+        table: &RoutingTable,
+        pool: &Pool,
+        i: usize,
+        mut parts: http::request::Parts,
+        watch: Option<&Arc<BodyWatch>>,
+    ) -> Result<(Response<Incoming>, std::time::Duration), (ExchangeError, std::time::Duration)>
+    {
+        let endpoint = &pool.endpoints[i].config;
+        let mut uri = Uri::builder()
+            .scheme(endpoint.scheme.clone())
+            .authority(endpoint.authority.clone());
+        uri = uri.path_and_query(
+            parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/"),
+        );
+        parts.uri = match uri.build() {
+            Ok(u) => u,
+            Err(_) => return Err((ExchangeError::Protocol, std::time::Duration::ZERO)),
+        };
+        parts.version = Version::HTTP_11;
+        let body = match watch {
+            Some(w) => UpstreamBody::watched(w),
+            None => UpstreamBody::Empty,
+        };
+        let req = Request::from_parts(parts, body);
+        let timeout = table.config.timeouts.request;
+        let started = Instant::now();
+        let mut pending = std::pin::pin!(self.client.request(req));
+
+        // The request timeout and the latency start once the body is handed over in full.
+        if let Some(w) = watch {
+            tokio::select! {
+                biased;
+                r = &mut pending => return self.settle(pool, i, r, w.sent_at().unwrap_or(started), Some(w)),
+                _ = w.finished() => {}
+            }
+        }
+        let sent = watch.and_then(|w| w.sent_at()).unwrap_or(started);
+        match tokio::time::timeout_at((sent + timeout).into(), pending).await {
+            Ok(r) => self.settle(pool, i, r, sent, watch),
+            Err(_) => {
+                self.metrics
+                    .upstream_failure(pool.cohort.as_str(), ExchangeError::Timeout.kind());
+                Err((ExchangeError::Timeout, sent.elapsed()))
+            }
+        }
+    }
+
+    fn settle(
+        &self,
+        pool: &Pool,
+        i: usize,
+        r: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+        sent: Instant,
+        watch: Option<&Arc<BodyWatch>>,
+    ) -> Result<(Response<Incoming>, std::time::Duration), (ExchangeError, std::time::Duration)>
+    {
+        let latency = sent.elapsed();
+        match r {
+            Ok(resp) => {
+                pool.mark_ok(i);
+                Ok((resp, latency))
+            }
+            Err(e) => {
+                let err = ExchangeError::classify(&e, watch.is_some_and(|w| w.client_failed()));
+                if err == ExchangeError::Connect {
+                    pool.mark_failed(i);
+                }
+                if err.blame() == Blame::Upstream {
+                    self.metrics
+                        .upstream_failure(pool.cohort.as_str(), err.kind());
+                }
+                tracing::debug!(cohort = %pool.cohort, endpoint = pool.endpoints[i].url(), error = %e, "upstream attempt failed");
+                Err((err, latency))
+            }
+        }
+    }
+}
+
+type Rejection = (&'static str, StatusCode, &'static str);
+
+/// Requests refused before routing.
+fn check(req: &Request<Incoming>) -> Result<(), Rejection> {
+    let hosts = req.headers().get_all(HOST).iter().count();
+    if hosts > 1 {
+        return Err((
+            "bad_request",
+            StatusCode::BAD_REQUEST,
+            "bad request: more than one Host header\n",
+        ));
+    }
+    if hosts == 0 && req.version() == Version::HTTP_11 && req.uri().authority().is_none() {
+        return Err((
+            "bad_request",
+            StatusCode::BAD_REQUEST,
+            "bad request: missing Host header\n",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Upstream faults: 502 for a closed port, 504 for an upstream that never answers, a refused
+//! endpoint retried on another of the same pool; the proxy keeps serving after each.
+
+use crate::support::*;
+
+async fn closed_port() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{addr}")
+}
+
+async fn scrape(admin: std::net::SocketAddr) -> String {
+    get(&client(), &format!("http://{admin}/metrics"), &[])
+        .await
+        .body
+}
+
+#[tokio::test]
+async fn a_closed_port_gives_502_and_the_other_cohort_keeps_serving() {
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.stable = vec![closed_port().await];
+    let proxy = start_proxy(&cfg.toml()).await;
+    let c = client();
+    let (mut bad, mut good) = (0, 0);
+    for i in 0..60 {
+        let got = get(&c, &proxy.url("/"), &[("x-user-id", &format!("u{i}"))]).await;
+        match got.header("x-deployment-cohort") {
+            Some("stable") => {
+                assert_eq!(got.status, 502);
+                assert_eq!(got.body.lines().count(), 1, "one line: {:?}", got.body);
+                assert!(got.body.contains("bad gateway"));
+                bad += 1;
+            }
+            Some("canary") => {
+                assert_eq!(got.status, 200);
+                good += 1;
+            }
+            other => panic!("no cohort header: {other:?}"),
+        }
+    }
+    assert!(bad > 10 && good > 10, "bad {bad} good {good}");
+    let m = scrape(proxy.admin).await;
+    assert!(
+        m.contains(r#"canary_upstream_failures_total{cohort="stable",kind="connect"}"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            r#"canary_errors_total{{cohort="stable",version="v1.1.0"}} {bad}"#
+        )),
+        "{m}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_gives_504_within_the_request_timeout() {
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.percent = 0.0;
+    cfg.request_timeout = "300ms".into();
+    let proxy = start_proxy(&cfg.toml()).await;
+    let c = client();
+    let started = std::time::Instant::now();
+    let got = get(&c, &proxy.url("/sleep/5000"), &[]).await;
+    assert_eq!(got.status, 504);
+    assert!(got.body.contains("gateway timeout"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the timeout did not cut the wait"
+    );
+    assert_eq!(
+        get(&c, &proxy.url("/"), &[]).await.status,
+        200,
+        "serving after a timeout"
+    );
+    let m = scrape(proxy.admin).await;
+    assert!(
+        m.contains(r#"canary_upstream_failures_total{cohort="stable",kind="timeout"} 1"#),
+        "{m}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_endpoint_is_retried_on_another_of_the_same_pool() {
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.percent = 0.0;
+    cfg.stable = vec![closed_port().await, s.url()];
+    let proxy = start_proxy(&cfg.toml()).await;
+    let c = client();
+    // First a request with a body: it was never sent to the refused endpoint, so it may go again.
+    let req = http::Request::post(proxy.url("/upload"))
+        .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+            bytes::Bytes::from_static(b"hello"),
+        )))
+        .unwrap();
+    let got = send(&c, req).await;
+    assert_eq!(got.status, 200);
+    assert!(got.body.starts_with("5 "), "{}", got.body);
+    for i in 0..20 {
+        let got = get(&c, &proxy.url("/"), &[("x-user-id", &format!("u{i}"))]).await;
+        assert_eq!(got.status, 200, "request {i}");
+        assert_eq!(got.header("x-upstream"), Some("stable"));
+    }
+    assert_eq!(k.count(), 0, "a retry never crosses to the other cohort");
+    let m = scrape(proxy.admin).await;
+    assert!(
+        m.contains(r#"canary_upstream_failures_total{cohort="stable",kind="connect"} 1"#),
+        "one refusal, then back-off: {m}"
+    );
+    assert!(
+        m.contains(r#"canary_errors_total{cohort="stable",version="v1.1.0"} 0"#),
+        "{m}"
+    );
+    proxy.stop().await;
+}

@@ -1,0 +1,9 @@
+//! One integration-test binary (one link, one process): real upstreams, the real proxy, real
+//! HTTP on 127.0.0.1 ephemeral ports.
+
+mod cli;
+mod cohorts;
+mod faults;
+mod forwarding;
+mod streaming;
+mod support;
