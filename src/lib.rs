@@ -13,6 +13,7 @@ pub mod error;
 pub mod headers;
 pub mod histogram;
 pub mod identity;
+pub mod judge;
 pub mod metrics;
 pub mod proxy;
 pub mod recorder;
