@@ -20,14 +20,25 @@ use http::HeaderMap;
 fn headers() -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("host", "shop.example".parse().unwrap());
-    h.insert("user-agent", "Mozilla/5.0 (X11; Linux x86_64)".parse().unwrap());
+    h.insert(
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64)".parse().unwrap(),
+    );
     h.insert("accept", "text/html,application/xhtml+xml".parse().unwrap());
-    h.insert("cookie", "theme=dark; session_id=8f14e45fceea167a5a36dedd4bea2543; lang=en".parse().unwrap());
+    h.insert(
+        "cookie",
+        "theme=dark; session_id=8f14e45fceea167a5a36dedd4bea2543; lang=en"
+            .parse()
+            .unwrap(),
+    );
     h
 }
 
 fn sources() -> Vec<IdentitySource> {
-    ["header:x-user-id", "cookie:session_id", "ip"].iter().map(|s| IdentitySource::parse(s).unwrap()).collect()
+    ["header:x-user-id", "cookie:session_id", "ip"]
+        .iter()
+        .map(|s| IdentitySource::parse(s).unwrap())
+        .collect()
 }
 
 fn pool(n: usize) -> Pool {
@@ -35,10 +46,19 @@ fn pool(n: usize) -> Pool {
         .map(|i| {
             let url = format!("http://127.0.0.1:{}", 8000 + i);
             let uri: http::Uri = url.parse().unwrap();
-            EndpointConfig { url, scheme: uri.scheme().unwrap().clone(), authority: uri.authority().unwrap().clone() }
+            EndpointConfig {
+                url,
+                scheme: uri.scheme().unwrap().clone(),
+                authority: uri.authority().unwrap().clone(),
+            }
         })
         .collect();
-    Pool::new(Cohort::Stable, "v1", &eps, Metrics::new().cohort("stable", "v1"))
+    Pool::new(
+        Cohort::Stable,
+        "v1",
+        &eps,
+        Metrics::new().cohort("stable", "v1"),
+    )
 }
 
 fn cohort(c: &mut Criterion) {
@@ -66,8 +86,16 @@ fn cohort(c: &mut Criterion) {
 
 fn record(c: &mut Criterion) {
     let r = Recorder::default();
-    let ok = Exchange { cohort: Cohort::Canary, status: 200, latency: Duration::from_micros(1234), error: false, identity: Some(7) };
-    c.bench_function("record one exchange", |b| b.iter(|| r.record(black_box(&ok))));
+    let ok = Exchange {
+        cohort: Cohort::Canary,
+        status: 200,
+        latency: Duration::from_micros(1234),
+        error: false,
+        identity: Some(7),
+    };
+    c.bench_function("record one exchange", |b| {
+        b.iter(|| r.record(black_box(&ok)))
+    });
 }
 
 criterion_group!(benches, cohort, record);

@@ -1,60 +1,199 @@
-//! The admin port: a plain `match (method, path)` over JSON endpoints. Reads are open;
-//! every `POST` needs the bearer token when one is set.
+//! The admin port: a plain `match (path, method)` over JSON endpoints. Reads are open; every
+//! `POST` needs `Authorization: Bearer TOKEN` when a token is set (compared in constant time),
+//! and is written to the log as an audit line.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::body::ProxyBody;
-use crate::metrics::Metrics;
+use crate::control::{Control, ControlError, Transition};
 use crate::proxy::Conn;
-use crate::routing::Router;
+use crate::report;
 use crate::server::Handler;
 
+/// The largest admin request body read.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Every endpoint and the methods it takes: the router below and the docs keep to this list.
+pub const ENDPOINTS: [(&str, &str); 10] = [
+    ("/canary/metrics", "GET"),
+    ("/canary/status", "GET"),
+    ("/canary/rollback", "POST"),
+    ("/canary/resume", "POST"),
+    ("/canary/metrics/reset", "POST"),
+    ("/canary/reload", "POST"),
+    ("/metrics", "GET"),
+    ("/healthz", "GET"),
+    ("/readyz", "GET"),
+    ("/", "GET"),
+];
+
 pub struct Admin {
-    pub router: Arc<Router>,
-    pub metrics: Arc<Metrics>,
+    pub control: Arc<Control>,
     /// Set once the config is loaded and both listeners are bound.
     pub ready: AtomicBool,
 }
 
 impl Handler for Admin {
-    async fn call(self: &Arc<Self>, req: Request<Incoming>, _conn: Conn) -> Response<ProxyBody> {
-        let method = req.method().clone();
-        match (req.uri().path(), method) {
-            ("/healthz", Method::GET) => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
-            ("/readyz", Method::GET) => {
-                if self.ready.load(Ordering::Acquire) {
-                    json(StatusCode::OK, r#"{"status":"ready"}"#.into())
-                } else {
-                    json(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        r#"{"status":"starting"}"#.into(),
-                    )
-                }
+    async fn call(self: &Arc<Self>, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+        let path = req.uri().path().to_string();
+        let Some(&(_, allowed)) = ENDPOINTS.iter().find(|(p, _)| *p == path) else {
+            return error(StatusCode::NOT_FOUND, &format!("no endpoint {path}"));
+        };
+        if req.method() == Method::HEAD && allowed == "GET" {
+            let mut resp = self.read(&path);
+            *resp.body_mut() = ProxyBody::empty();
+            return resp;
+        }
+        if req.method().as_str() != allowed {
+            return not_allowed(allowed);
+        }
+        if allowed == "GET" {
+            return self.read(&path);
+        }
+        if !self.authorised(&req) {
+            tracing::warn!(action = %path, caller = %conn.peer, "admin call refused: missing or wrong token");
+            let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+        let body = match read_object(req).await {
+            Ok(b) => b,
+            Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
+        };
+        self.mutate(&path, body, conn).await
+    }
+}
+
+impl Admin {
+    fn read(&self, path: &str) -> Response<ProxyBody> {
+        match path {
+            "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
+            "/readyz" if self.ready.load(Ordering::Acquire) => {
+                json_response(StatusCode::OK, &json!({"status": "ready"}))
             }
-            ("/metrics", Method::GET) => {
-                let mut resp = Response::new(ProxyBody::full(Bytes::from(self.metrics.encode())));
+            "/readyz" => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "not ready"}),
+            ),
+            "/canary/status" => json_response(StatusCode::OK, &report::status(&self.control)),
+            "/canary/metrics" => json_response(StatusCode::OK, &report::metrics(&self.control)),
+            "/metrics" => {
+                let mut resp =
+                    Response::new(ProxyBody::full(Bytes::from(self.control.metrics.encode())));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                 );
                 resp
             }
-            ("/healthz" | "/readyz" | "/metrics", _) => not_allowed("GET"),
-            _ => json(
-                StatusCode::NOT_FOUND,
-                r#"{"error":"no such endpoint"}"#.into(),
-            ),
+            _ => {
+                let mut resp = Response::new(ProxyBody::full(Bytes::from_static(
+                    b"canary-proxy admin: see /canary/status, /canary/metrics, /metrics\n",
+                )));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                resp
+            }
         }
+    }
+
+    async fn mutate(
+        &self,
+        path: &str,
+        body: serde_json::Map<String, Value>,
+        conn: Conn,
+    ) -> Response<ProxyBody> {
+        let caller = Some(conn.peer);
+        let reason = body
+            .get("reason")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let outcome: Result<Transition, ControlError> = match path {
+            "/canary/rollback" => {
+                let reason = reason.clone().unwrap_or_else(|| "manual rollback".into());
+                self.control
+                    .rollback("manual", reason, caller)
+                    .await
+                    .map(|(_, t)| t)
+            }
+            "/canary/resume" => self.control.resume(caller).await,
+            "/canary/metrics/reset" => Ok(self.control.reset(caller).await),
+            _ => self.control.reload(caller).await,
+        };
+        let action = path.trim_start_matches("/canary/");
+        match outcome {
+            Ok(t) => {
+                tracing::info!(audit = true, action, reason = reason.as_deref().unwrap_or(""), caller = %conn.peer, before = t.before.as_str(), after = t.after.as_str(), "admin call");
+                let mut v = report::status(&self.control);
+                v["before"] = json!(t.before.as_str());
+                json_response(StatusCode::OK, &v)
+            }
+            Err(e) => {
+                tracing::info!(audit = true, action, reason = reason.as_deref().unwrap_or(""), caller = %conn.peer, refused = %e, "admin call");
+                let status = match e {
+                    ControlError::Conflict(_) => StatusCode::CONFLICT,
+                    ControlError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    ControlError::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                error(status, &e.to_string())
+            }
+        }
+    }
+
+    fn authorised(&self, req: &Request<Incoming>) -> bool {
+        let table = self.control.router.load();
+        let Some(token) = table.config.admin.token.as_deref() else {
+            return true;
+        };
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(given.trim().as_bytes(), token.as_bytes())
     }
 }
 
-pub fn json(status: StatusCode, body: String) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
+/// Compares digests, so neither the content nor the length of the token leaks through timing.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let (da, db) = (Sha256::digest(a), Sha256::digest(b));
+    da.iter()
+        .zip(db.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// An empty body or a JSON object.
+async fn read_object(req: Request<Incoming>) -> Result<serde_json::Map<String, Value>, String> {
+    let bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("cannot read the body: {e}"))?
+        .to_bytes();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Default::default());
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err("expected a JSON object".into()),
+        Err(e) => Err(format!("invalid JSON: {e}")),
+    }
+}
+
+pub fn json_response(status: StatusCode, v: &Value) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(Bytes::from(v.to_string())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -63,12 +202,29 @@ pub fn json(status: StatusCode, body: String) -> Response<ProxyBody> {
     resp
 }
 
+pub fn error(status: StatusCode, msg: &str) -> Response<ProxyBody> {
+    json_response(status, &json!({ "error": msg }))
+}
+
 pub fn not_allowed(allow: &'static str) -> Response<ProxyBody> {
-    let mut resp = json(
+    let mut resp = error(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!(r#"{{"error":"method not allowed; use {allow}"}}"#),
+        &format!("method not allowed; use {allow}"),
     );
     resp.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
+        assert!(!constant_time_eq(b"", b"s3cret"));
+        assert!(!constant_time_eq(b"s3creT", b"s3cret"));
+    }
 }

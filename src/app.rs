@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -11,11 +12,13 @@ use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::config::Config;
+use crate::control::Control;
 use crate::metrics::Metrics;
 use crate::proxy::{Conn, Proxy};
 use crate::recorder::Recorder;
 use crate::routing::{Router, RoutingTable};
 use crate::server::{serve, Handler, ServeOptions};
+use crate::state::{self, StateError};
 use crate::upstream;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,12 +29,15 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 pub struct App {
     config: Arc<Config>,
     proxy: Arc<Proxy>,
     admin: Arc<Admin>,
+    control: Arc<Control>,
     metrics: Arc<Metrics>,
     proxy_listener: TcpListener,
     admin_listener: TcpListener,
@@ -54,24 +60,40 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, AppErr
 }
 
 impl App {
-    pub async fn bind(config: Config) -> Result<App, AppError> {
+    /// Builds everything from `config` (read from `config_path`, which reloads re-read) and
+    /// binds both listeners. A latch in the state file for this canary version keeps it rolled
+    /// back; a state file that cannot be read stops start-up.
+    pub async fn bind(config: Config, config_path: Option<PathBuf>) -> Result<App, AppError> {
         let config = Arc::new(config);
+        let latch = state::load(&config.state.path)?;
+        let (latched, last_rollback) = match latch {
+            Some(l) if l.canary_version == config.canary.version => {
+                (l.rolled_back, l.last_rollback)
+            }
+            Some(l) => {
+                tracing::info!(old = %l.canary_version, new = %config.canary.version, "a new canary version: the old latch does not apply");
+                (false, None)
+            }
+            None => (false, None),
+        };
+        if latched {
+            tracing::warn!(canary_version = %config.canary.version, "the state file says this canary was rolled back: all traffic goes to stable until resumed");
+        }
         let metrics = Arc::new(Metrics::new());
-        let table = RoutingTable::build(config.clone(), false, None, &metrics);
-        metrics.active.set((table.threshold_ppm > 0) as i64);
-        metrics.traffic_percent.set(config.canary.traffic_percent);
+        let table = RoutingTable::build(config.clone(), latched, None, &metrics);
         let router = Arc::new(Router::new(table));
         let recorder = Arc::new(Recorder::default());
-        let client = upstream::client(&config.timeouts);
-        let proxy = Arc::new(Proxy::new(
+        let control = Arc::new(Control::new(
             router.clone(),
-            recorder,
+            recorder.clone(),
             metrics.clone(),
-            client,
+            config_path,
+            last_rollback,
         ));
+        let client = upstream::client(&config.timeouts);
+        let proxy = Arc::new(Proxy::new(router, recorder, metrics.clone(), client));
         let admin = Arc::new(Admin {
-            router,
-            metrics: metrics.clone(),
+            control: control.clone(),
             ready: Default::default(),
         });
         let proxy_listener = bind("proxy.listen", config.proxy.listen).await?;
@@ -81,6 +103,7 @@ impl App {
             config,
             proxy,
             admin,
+            control,
             metrics,
             proxy_listener,
             admin_listener,
@@ -89,6 +112,10 @@ impl App {
 
     pub fn proxy_addr(&self) -> SocketAddr {
         self.proxy_listener.local_addr().expect("bound listener")
+    }
+
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -121,8 +148,9 @@ impl App {
             self.admin.clone(),
             opts(),
             self.metrics.clone(),
-            stopped(stop_rx),
+            stopped(stop_rx.clone()),
         ));
+        let evaluator = tokio::spawn(self.control.clone().run_evaluator(stopped(stop_rx)));
         tracing::info!(
             proxy = %proxy_addr, admin = %admin_addr,
             stable = %c.stable.version, canary = %c.canary.version,
@@ -134,6 +162,7 @@ impl App {
         let _ = stop_tx.send(true);
         let _ = proxy.await;
         let _ = admin.await;
+        let _ = evaluator.await;
         tracing::info!("stopped");
     }
 }

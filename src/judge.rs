@@ -170,7 +170,13 @@ impl Judge {
     /// The per-slice increments of every trigger.
     pub fn increments(&self, s: SliceInput) -> Sums {
         let mut inc = [[0.0; 6]; 3];
-        let (nc, ns, ec, es, sc) = (s.nc as f64, s.ns as f64, s.ec as f64, s.es as f64, s.sc as f64);
+        let (nc, ns, ec, es, sc) = (
+            s.nc as f64,
+            s.ns as f64,
+            s.ec as f64,
+            s.es as f64,
+            s.sc as f64,
+        );
         // A count can exceed its total by a request straddling a slice edge; clamp.
         let ec = ec.min(nc);
         let sc = sc.min(nc);
@@ -272,11 +278,35 @@ mod tests {
 
     #[test]
     fn thresholds_match_the_page() {
-        close(threshold(Trigger::RelativeError, Scope::Cumulative, 0.001), (1.0f64 / 0.000375).ln());
-        assert_eq!(format!("{:.2}", threshold(Trigger::RelativeError, Scope::Cumulative, 0.001)), "7.89");
-        assert_eq!(format!("{:.2}", threshold(Trigger::RelativeError, Scope::Window, 0.001)), "8.99");
-        assert_eq!(format!("{:.2}", threshold(Trigger::ErrorRate, Scope::Cumulative, 0.001)), "8.58");
-        assert_eq!(format!("{:.2}", threshold(Trigger::Latency, Scope::Window, 0.001)), "9.68");
+        close(
+            threshold(Trigger::RelativeError, Scope::Cumulative, 0.001),
+            (1.0f64 / 0.000375).ln(),
+        );
+        assert_eq!(
+            format!(
+                "{:.2}",
+                threshold(Trigger::RelativeError, Scope::Cumulative, 0.001)
+            ),
+            "7.89"
+        );
+        assert_eq!(
+            format!(
+                "{:.2}",
+                threshold(Trigger::RelativeError, Scope::Window, 0.001)
+            ),
+            "8.99"
+        );
+        assert_eq!(
+            format!(
+                "{:.2}",
+                threshold(Trigger::ErrorRate, Scope::Cumulative, 0.001)
+            ),
+            "8.58"
+        );
+        assert_eq!(
+            format!("{:.2}", threshold(Trigger::Latency, Scope::Window, 0.001)),
+            "9.68"
+        );
     }
 
     #[test]
@@ -291,7 +321,13 @@ mod tests {
     #[test]
     fn increments_by_hand() {
         let j = Judge::new(params());
-        let inc = j.increments(SliceInput { nc: 100, ns: 900, ec: 3, es: 2, sc: 1 });
+        let inc = j.increments(SliceInput {
+            nc: 100,
+            ns: 900,
+            ec: 3,
+            es: 2,
+            sc: 1,
+        });
         // error_rate, j = 1 (q = 2 %): 3 ln 2 + 97 ln(0.98 / 0.99).
         close(inc[0][1], 3.0 * 2f64.ln() + 97.0 * (0.98f64 / 0.99).ln());
         // relative, j = 2 (r = 4): 3 ln 2 − 5 ln((1 + 3·0.1) / (1 + 1·0.1)).
@@ -299,8 +335,26 @@ mod tests {
         // latency, j = 0 (f = 1.5 %): 1 ln 1.5 + 99 ln(0.985 / 0.99).
         close(inc[2][0], 1.5f64.ln() + 99.0 * (0.985f64 / 0.99).ln());
         // Relative skips slices without both cohorts.
-        assert_eq!(j.increments(SliceInput { nc: 0, ns: 10, ec: 0, es: 3, sc: 0 })[1], [0.0; 6]);
-        assert_eq!(j.increments(SliceInput { nc: 10, ns: 0, ec: 3, es: 0, sc: 0 })[1], [0.0; 6]);
+        assert_eq!(
+            j.increments(SliceInput {
+                nc: 0,
+                ns: 10,
+                ec: 0,
+                es: 3,
+                sc: 0
+            })[1],
+            [0.0; 6]
+        );
+        assert_eq!(
+            j.increments(SliceInput {
+                nc: 10,
+                ns: 0,
+                ec: 3,
+                es: 0,
+                sc: 0
+            })[1],
+            [0.0; 6]
+        );
     }
 
     #[test]
@@ -309,7 +363,13 @@ mod tests {
         p.max_error_rate = 0.0;
         p.max_relative_error = 0.0;
         let mut j = Judge::new(p);
-        let v = j.observe(SliceInput { nc: 1000, ns: 1000, ec: 1000, es: 0, sc: 0 });
+        let v = j.observe(SliceInput {
+            nc: 1000,
+            ns: 1000,
+            ec: 1000,
+            es: 0,
+            sc: 0,
+        });
         assert_eq!(v.evidence[0], [0.0, 0.0]);
         assert_eq!(v.evidence[1], [0.0, 0.0]);
         assert_eq!(v.fired, None);

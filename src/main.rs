@@ -68,7 +68,7 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let app = match App::bind(config).await {
+        let app = match App::bind(config, Some(path.to_path_buf())).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!("{e}");

@@ -151,17 +151,17 @@ impl Router {
         self.table.load_full()
     }
 
-    /// Replaces the table with `f(current)` in one store. Writers are serialised so that two
-    /// of them (a rollback and a reload) cannot lose each other's change. Returns the old and
-    /// the new table.
-    pub fn update<F>(&self, f: F) -> (Arc<RoutingTable>, Arc<RoutingTable>)
+    /// Replaces the table with `f(current)` in one store, or leaves it when `f` says `None`.
+    /// Writers are serialised so that two of them (a rollback and a reload) cannot lose each
+    /// other's change. Returns the old and the new table when it swapped.
+    pub fn update<F>(&self, f: F) -> Option<(Arc<RoutingTable>, Arc<RoutingTable>)>
     where
-        F: FnOnce(&RoutingTable) -> RoutingTable,
+        F: FnOnce(&RoutingTable) -> Option<RoutingTable>,
     {
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.table.load_full();
-        let new = Arc::new(f(&old));
+        let new = Arc::new(f(&old)?);
         self.table.store(new.clone());
-        (old, new)
+        Some((old, new))
     }
 }

@@ -280,13 +280,19 @@ connect = "1s"
 pub struct TestProxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    pub control: Arc<canary_proxy::control::Control>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
 }
 
 impl TestProxy {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
     }
 
     pub async fn stop(mut self) {
@@ -300,11 +306,16 @@ impl TestProxy {
 }
 
 pub async fn start_proxy(toml: &str) -> TestProxy {
-    let dir = std::env::temp_dir();
+    // Each proxy keeps its state file in a folder of its own.
+    let dir = tempfile::tempdir().unwrap();
+    start_proxy_in(toml, dir).await
+}
+
+pub async fn start_proxy_in(toml: &str, dir: tempfile::TempDir) -> TestProxy {
     let config =
-        Config::from_toml_str(toml, "test.toml", &dir, &|_| None).expect("valid test config");
-    let app = App::bind(config).await.expect("binds");
-    let (addr, admin) = (app.proxy_addr(), app.admin_addr());
+        Config::from_toml_str(toml, "test.toml", dir.path(), &|_| None).expect("valid test config");
+    let app = App::bind(config, None).await.expect("binds");
+    let (addr, admin, control) = (app.proxy_addr(), app.admin_addr(), app.control());
     let (tx, rx) = oneshot::channel();
     let done = tokio::spawn(app.run(async move {
         let _ = rx.await;
@@ -312,8 +323,10 @@ pub async fn start_proxy(toml: &str) -> TestProxy {
     TestProxy {
         addr,
         admin,
+        control,
         stop: Some(tx),
         done: Some(done),
+        _dir: dir,
     }
 }
 

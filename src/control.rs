@@ -1,0 +1,356 @@
+//! The control plane: the evaluator's tick, and the only paths that change routing — rollback,
+//! resume, reset and reload. Transitions are serialised; the swap itself is one store and comes
+//! before any IO, so a rollback cannot be delayed or undone by a slow disk.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::cohort::Cohort;
+use crate::config::Config;
+use crate::judge::{Scope, Trigger};
+use crate::judgement::Judgement;
+use crate::metrics::Metrics;
+use crate::recorder::Recorder;
+use crate::routing::{CanaryState, Router, RoutingTable};
+use crate::state::{self, LatchState, RollbackRecord, StateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The call does not fit the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// A reload with a config that is refused (422); the old one keeps serving.
+    #[error("{0}")]
+    Invalid(String),
+    /// The decision was taken but could not be made durable (500).
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The states before and after a transition, for the audit line and the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Transition {
+    pub before: CanaryState,
+    pub after: CanaryState,
+}
+
+pub struct Control {
+    pub router: Arc<Router>,
+    pub recorder: Arc<Recorder>,
+    pub metrics: Arc<Metrics>,
+    judgement: Mutex<Judgement>,
+    last_rollback: Mutex<Option<RollbackRecord>>,
+    config_path: Option<PathBuf>,
+    transitions: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+impl Control {
+    pub fn new(
+        router: Arc<Router>,
+        recorder: Arc<Recorder>,
+        metrics: Arc<Metrics>,
+        config_path: Option<PathBuf>,
+        last_rollback: Option<RollbackRecord>,
+    ) -> Self {
+        let table = router.load();
+        let judgement = Judgement::new(&table.config.rollback);
+        let c = Control {
+            router,
+            recorder,
+            metrics,
+            judgement: Mutex::new(judgement),
+            last_rollback: Mutex::new(last_rollback),
+            config_path,
+            transitions: tokio::sync::Mutex::new(()),
+        };
+        c.publish(&table);
+        c
+    }
+
+    pub fn judgement(&self) -> MutexGuard<'_, Judgement> {
+        lock(&self.judgement)
+    }
+
+    pub fn last_rollback(&self) -> Option<RollbackRecord> {
+        lock(&self.last_rollback).clone()
+    }
+
+    /// Gauges that follow the routing table and the judgement.
+    fn publish(&self, table: &RoutingTable) {
+        self.metrics.active.set((table.threshold_ppm > 0) as i64);
+        self.metrics
+            .traffic_percent
+            .set(table.config.canary.traffic_percent);
+        let j = self.judgement();
+        let (v, th) = (j.verdict(), j.thresholds());
+        for t in Trigger::ALL {
+            for s in Scope::ALL {
+                let l = [t.as_str(), s.as_str()];
+                self.metrics
+                    .judge_evidence
+                    .with_label_values(&l)
+                    .set(v.evidence[t as usize][s as usize]);
+                self.metrics
+                    .judge_threshold
+                    .with_label_values(&l)
+                    .set(th[t as usize][s as usize]);
+            }
+        }
+    }
+
+    /// One `evaluate_every` slice: take both cohorts' counts, judge, and roll back on a trigger.
+    pub async fn tick(&self) {
+        let table = self.router.load();
+        let r = &table.config.rollback;
+        let stable = self.recorder.take_slice(Cohort::Stable);
+        let canary = self.recorder.take_slice(Cohort::Canary);
+        let verdict = self.judgement().step(r, &stable, &canary);
+        self.publish(&table);
+        if let (Some(trigger), true, CanaryState::Active) = (verdict.fired, r.auto, table.state) {
+            let reason = format!(
+                "the judge found the canary beyond its {} limit",
+                trigger.as_str()
+            );
+            match self.rollback(trigger.as_str(), reason, None).await {
+                Ok(_) | Err(ControlError::Conflict(_)) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "rollback is in force but could not be written")
+                }
+            }
+        }
+    }
+
+    /// Runs `tick` every `evaluate_every` (read afresh, so a reload can change it) until `stop`.
+    pub async fn run_evaluator(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        let mut every = self.router.load().config.rollback.evaluate_every;
+        let mut next = tokio::time::Instant::now() + every;
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            self.tick().await;
+            let now_every = self.router.load().config.rollback.evaluate_every;
+            if now_every != every {
+                every = now_every;
+            }
+            next += every;
+            let now = tokio::time::Instant::now();
+            if next < now {
+                // Late (a stalled machine): start the next slice now instead of catching up.
+                next = now + every;
+            }
+        }
+    }
+
+    /// Swaps routing to stable-only, then logs, counts and writes the latch.
+    pub async fn rollback(
+        &self,
+        trigger: &str,
+        reason: String,
+        caller: Option<SocketAddr>,
+    ) -> Result<(RollbackRecord, Transition), ControlError> {
+        let _serial = self.transitions.lock().await;
+        let fired_at = Instant::now();
+        let mut before = CanaryState::Active;
+        let swapped = self.router.update(|t| {
+            before = t.state;
+            (t.state != CanaryState::RolledBack).then(|| t.with_latch(true, &self.metrics))
+        });
+        let swap = fired_at.elapsed();
+        let Some((_, table)) = swapped else {
+            return Err(ControlError::Conflict(
+                "the canary is already rolled back".into(),
+            ));
+        };
+        self.metrics.rollbacks.with_label_values(&[trigger]).inc();
+        self.publish(&table);
+        let cfg = &table.config;
+        let (figures, canary, stable) = {
+            let j = self.judgement();
+            (
+                j.figures_json(&cfg.rollback),
+                j.figures(Cohort::Canary),
+                j.figures(Cohort::Stable),
+            )
+        };
+        let ev = &figures["evidence"][trigger];
+        tracing::error!(
+            trigger,
+            evidence_cumulative = %ev["cumulative"], threshold_cumulative = %ev["threshold_cumulative"],
+            evidence_window = %ev["window"], threshold_window = %ev["threshold_window"],
+            canary_requests = canary.requests, canary_error_rate = canary.error_rate, canary_p99 = canary.p99_latency,
+            stable_requests = stable.requests, stable_error_rate = stable.error_rate, stable_p99 = stable.p99_latency,
+            swap_us = swap.as_micros() as u64,
+            "canary rolled back by trigger {trigger}: every new request now goes to stable"
+        );
+        tracing::warn!(%reason, canary_version = %cfg.canary.version, caller = ?caller, before = before.as_str(), after = "rolled_back", "rolled back");
+        let record = RollbackRecord {
+            trigger: trigger.into(),
+            reason,
+            at: now_rfc3339(),
+            canary_version: cfg.canary.version.clone(),
+            figures,
+        };
+        *lock(&self.last_rollback) = Some(record.clone());
+        self.persist(&cfg.state.path, &cfg.canary.version, true)
+            .await?;
+        Ok((
+            record,
+            Transition {
+                before,
+                after: CanaryState::RolledBack,
+            },
+        ))
+    }
+
+    /// Re-arms a rolled-back canary with a fresh judgement.
+    pub async fn resume(&self, caller: Option<SocketAddr>) -> Result<Transition, ControlError> {
+        let _serial = self.transitions.lock().await;
+        let swapped = self.router.update(|t| {
+            (t.state == CanaryState::RolledBack).then(|| t.with_latch(false, &self.metrics))
+        });
+        let Some((_, table)) = swapped else {
+            let state = self.router.load().state;
+            return Err(ControlError::Conflict(format!(
+                "the canary is not rolled back (state: {})",
+                state.as_str()
+            )));
+        };
+        self.restart_judgement(&table);
+        tracing::warn!(caller = ?caller, canary_version = %table.config.canary.version, before = "rolled_back", after = table.state.as_str(), "resumed: the canary is re-armed with an empty window");
+        self.persist(
+            &table.config.state.path,
+            &table.config.canary.version,
+            false,
+        )
+        .await?;
+        Ok(Transition {
+            before: CanaryState::RolledBack,
+            after: table.state,
+        })
+    }
+
+    /// Clears the window and the judge's sums: a new stage with a fresh budget.
+    pub async fn reset(&self, caller: Option<SocketAddr>) -> Transition {
+        let _serial = self.transitions.lock().await;
+        let table = self.router.load();
+        self.restart_judgement(&table);
+        tracing::info!(caller = ?caller, state = table.state.as_str(), "window reset: a new judgement starts");
+        Transition {
+            before: table.state,
+            after: table.state,
+        }
+    }
+
+    fn restart_judgement(&self, table: &RoutingTable) {
+        // Counts recorded before now belong to the old judgement.
+        let _ = self.recorder.take_slice(Cohort::Stable);
+        let _ = self.recorder.take_slice(Cohort::Canary);
+        self.recorder.forget_identities();
+        *self.judgement() = Judgement::new(&table.config.rollback);
+        self.publish(table);
+    }
+
+    /// Re-reads the config file; a valid one is swapped in whole, an invalid one refused.
+    pub async fn reload(&self, caller: Option<SocketAddr>) -> Result<Transition, ControlError> {
+        let _serial = self.transitions.lock().await;
+        let path = self.config_path.clone().ok_or_else(|| {
+            ControlError::Invalid("this proxy was not started from a config file".into())
+        })?;
+        let env = |k: &str| std::env::var(k).ok();
+        let refuse = |msg: String| {
+            tracing::error!(caller = ?caller, error = %msg, "reload refused; the old config keeps serving");
+            ControlError::Invalid(msg)
+        };
+        let config = tokio::task::spawn_blocking(move || Config::load(&path, &env))
+            .await
+            .map_err(|e| refuse(e.to_string()))?
+            .map_err(|e| refuse(e.to_string()))?;
+        let old = self.router.load();
+        for (key, a, b) in [
+            ("proxy.listen", old.config.proxy.listen, config.proxy.listen),
+            ("admin.listen", old.config.admin.listen, config.admin.listen),
+        ] {
+            if a != b {
+                return Err(refuse(format!(
+                    "{key} cannot change on reload ({a} -> {b}): restart instead"
+                )));
+            }
+        }
+        let new_version = old.config.canary.version != config.canary.version;
+        let config = Arc::new(config);
+        let (old, table) = self
+            .router
+            .update(|t| {
+                let latched = t.state == CanaryState::RolledBack && !new_version;
+                Some(RoutingTable::build(
+                    config.clone(),
+                    latched,
+                    Some(t),
+                    &self.metrics,
+                ))
+            })
+            .expect("a reload always swaps");
+        if new_version {
+            self.restart_judgement(&table);
+            self.persist(
+                &table.config.state.path,
+                &table.config.canary.version,
+                false,
+            )
+            .await?;
+        } else {
+            self.judgement().retune(&table.config.rollback);
+            self.publish(&table);
+        }
+        tracing::info!(
+            caller = ?caller, before = old.state.as_str(), after = table.state.as_str(),
+            percent = table.config.canary.traffic_percent, canary_version = %table.config.canary.version,
+            new_version, "config reloaded"
+        );
+        Ok(Transition {
+            before: old.state,
+            after: table.state,
+        })
+    }
+
+    async fn persist(
+        &self,
+        path: &std::path::Path,
+        version: &str,
+        rolled_back: bool,
+    ) -> Result<(), StateError> {
+        let state = LatchState {
+            format: state::FORMAT,
+            canary_version: version.to_string(),
+            rolled_back,
+            last_rollback: self.last_rollback(),
+        };
+        let path = path.to_path_buf();
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || state::save(&path, &state))
+            .await
+            .unwrap_or_else(|e| {
+                Err(StateError::Write {
+                    path: PathBuf::new(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            });
+        if started.elapsed() > Duration::from_secs(1) {
+            tracing::warn!(took = ?started.elapsed(), "the state file was slow to write");
+        }
+        result
+    }
+}

@@ -1,0 +1,170 @@
+//! One judgement of one canary: the window, the judge's sums, and the latency threshold T_i
+//! read from the stable window's histogram. It starts afresh on a new canary version, a resume
+//! and a reset. Pure but for the wall-clock start time it reports.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+
+use crate::cohort::Cohort;
+use crate::config::RollbackConfig;
+use crate::histogram::{boundary_at_or_above, quantile_bucket, upper_edge_micros};
+use crate::judge::{Judge, JudgeParams, Scope, SliceInput, Trigger, Verdict};
+use crate::recorder::SliceCounts;
+use crate::window::{CohortFigures, Window};
+
+/// Stable requests the window must hold before the stable's latency narrows T.
+pub const STABLE_LATENCY_MIN: u64 = 1_000;
+
+pub struct Judgement {
+    pub window: Window,
+    judge: Judge,
+    pub started: SystemTime,
+    verdict: Verdict,
+    /// T for the next slice, in microseconds (a histogram boundary).
+    threshold_micros: u64,
+}
+
+pub fn judge_params(r: &RollbackConfig) -> JudgeParams {
+    JudgeParams {
+        max_error_rate: r.max_error_rate,
+        max_relative_error: r.max_relative_error,
+        slow_fraction: 1.0 - r.latency_stat.quantile(),
+        false_rollback_budget: r.false_rollback_budget,
+        min_requests: r.min_requests,
+        window_slices: r.window_slices(),
+    }
+}
+
+impl Judgement {
+    pub fn new(r: &RollbackConfig) -> Self {
+        let judge = Judge::new(judge_params(r));
+        let verdict = judge.verdict();
+        let mut j = Judgement {
+            window: Window::new(r.window_slices()),
+            judge,
+            started: SystemTime::now(),
+            verdict,
+            threshold_micros: 0,
+        };
+        j.threshold_micros = j.next_threshold(r).1;
+        j
+    }
+
+    /// New limits restart the judge's sums (they are only meaningful for the limits they were
+    /// built against) but keep the window an operator is looking at.
+    pub fn retune(&mut self, r: &RollbackConfig) {
+        if *self.judge.params() != judge_params(r) {
+            self.judge = Judge::new(judge_params(r));
+            self.verdict = self.judge.verdict();
+            self.window.set_capacity(r.window_slices());
+        }
+        self.threshold_micros = self.next_threshold(r).1;
+    }
+
+    /// T_i: `max_latency`, or once the stable window holds 1,000 requests the smaller of it and
+    /// `latency_tolerance` × the stable's `latency_stat` (its bucket's upper edge); rounded up
+    /// to a histogram boundary. Returns (first slow bucket, T in µs).
+    fn next_threshold(&self, r: &RollbackConfig) -> (usize, u64) {
+        let mut t = r.max_latency;
+        let stable = self.window.totals(Cohort::Stable);
+        if stable.requests >= STABLE_LATENCY_MIN {
+            if let Some(b) = quantile_bucket(&stable.buckets, r.latency_stat.quantile()) {
+                let edge = Duration::from_micros(upper_edge_micros(b));
+                t = t.min(edge.mul_f64(r.latency_tolerance));
+            }
+        }
+        boundary_at_or_above(t)
+    }
+
+    /// Judges one completed slice of both cohorts.
+    pub fn step(
+        &mut self,
+        r: &RollbackConfig,
+        stable: &SliceCounts,
+        canary: &SliceCounts,
+    ) -> Verdict {
+        let (slow_from, _) = self.next_threshold(r);
+        let sc = canary.buckets.iter().skip(slow_from).sum();
+        self.verdict = self.judge.observe(SliceInput {
+            nc: canary.requests,
+            ns: stable.requests,
+            ec: canary.judged_errors,
+            es: stable.judged_errors,
+            sc,
+        });
+        self.window.push(stable, canary);
+        self.threshold_micros = self.next_threshold(r).1;
+        self.verdict
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        self.verdict
+    }
+
+    pub fn thresholds(&self) -> [[f64; 2]; 3] {
+        self.judge.thresholds()
+    }
+
+    /// The latency bar in seconds the next slice is judged against.
+    pub fn latency_threshold_seconds(&self) -> f64 {
+        self.threshold_micros as f64 / 1e6
+    }
+
+    /// Per trigger: evidence and thresholds per scope, whether it is on, and its limit.
+    pub fn evidence_json(&self, r: &RollbackConfig) -> Value {
+        let th = self.thresholds();
+        let v = self.verdict;
+        let mut out = serde_json::Map::new();
+        for t in Trigger::ALL {
+            let k = t as usize;
+            let limit = match t {
+                Trigger::ErrorRate => json!({"max_error_rate": r.max_error_rate}),
+                Trigger::RelativeError => json!({"max_relative_error": r.max_relative_error}),
+                Trigger::Latency => json!({
+                    "latency_stat": r.latency_stat.as_str(),
+                    "max_latency": r.max_latency.as_secs_f64(),
+                    "threshold_seconds": self.latency_threshold_seconds(),
+                }),
+            };
+            out.insert(
+                t.as_str().into(),
+                json!({
+                    "cumulative": round6(v.evidence[k][Scope::Cumulative as usize]),
+                    "window": round6(v.evidence[k][Scope::Window as usize]),
+                    "threshold_cumulative": round6(th[k][Scope::Cumulative as usize]),
+                    "threshold_window": round6(th[k][Scope::Window as usize]),
+                    "enabled": self.judge.is_on(t),
+                    "limit": limit,
+                }),
+            );
+        }
+        Value::Object(out)
+    }
+
+    pub fn figures(&self, cohort: Cohort) -> CohortFigures {
+        self.window.figures(cohort)
+    }
+
+    /// Both cohorts' figures and every trigger's evidence: what a rollback record keeps.
+    pub fn figures_json(&self, r: &RollbackConfig) -> Value {
+        let fig = |c| {
+            let f = self.figures(c);
+            json!({
+                "requests": f.requests, "errors": f.errors, "error_rate": round6(f.error_rate),
+                "p50_latency": f.p50_latency, "p99_latency": f.p99_latency,
+                "avg_latency": round6(f.avg_latency),
+            })
+        };
+        json!({
+            "evidence": self.evidence_json(r),
+            "canary": fig(Cohort::Canary),
+            "stable": fig(Cohort::Stable),
+            "canary_requests_judged": self.verdict.cum_nc,
+        })
+    }
+}
+
+pub fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}

@@ -1,0 +1,101 @@
+//! What the admin port shows: `GET /canary/status` and `GET /canary/metrics`, as JSON built
+//! from one routing snapshot and one look at the judgement.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+
+use crate::cohort::Cohort;
+use crate::control::Control;
+use crate::judgement::round6;
+
+/// A duration the way Go and Prometheus print it: "5m0s", "1h30m0s", "1.5s", "250ms".
+pub fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, rest) = (d.as_secs() / 3600, d.as_secs_f64() % 3600.0);
+    let (m, s) = ((rest / 60.0).floor() as u64, rest % 60.0);
+    let s = if (s - s.round()).abs() < 1e-9 {
+        format!("{}s", s.round() as u64)
+    } else {
+        format!("{}s", (s * 1000.0).round() / 1000.0)
+    };
+    match (h, m) {
+        (0, 0) => s,
+        (0, m) => format!("{m}m{s}"),
+        (h, m) => format!("{h}h{m}m{s}"),
+    }
+}
+
+pub fn status(control: &Control) -> Value {
+    let table = control.router.load();
+    let c = &table.config;
+    json!({
+        "state": table.state.as_str(),
+        "traffic_percent": c.canary.traffic_percent,
+        "stable_version": c.stable.version,
+        "canary_version": c.canary.version,
+        "canary_active": table.threshold_ppm > 0,
+        "auto_rollback": c.rollback.auto,
+        "last_rollback": control.last_rollback().map(|r| json!({
+            "trigger": r.trigger, "reason": r.reason, "at": r.at,
+            "canary_version": r.canary_version, "figures": r.figures,
+        })),
+    })
+}
+
+pub fn metrics(control: &Control) -> Value {
+    let table = control.router.load();
+    let c = &table.config;
+    let j = control.judgement();
+    let (canary, stable) = (j.figures(Cohort::Canary), j.figures(Cohort::Stable));
+    // The window reaches back at most `window`, and never before the judgement began.
+    let reach = SystemTime::now()
+        .checked_sub(c.rollback.window)
+        .unwrap_or(j.started);
+    let window_start = reach.max(j.started);
+    json!({
+        "canary_requests": canary.requests,
+        "canary_errors": canary.errors,
+        "canary_error_rate": round6(canary.error_rate),
+        "canary_avg_latency": round6(canary.avg_latency),
+        "canary_p50_latency": canary.p50_latency,
+        "canary_p90_latency": canary.p90_latency,
+        "canary_p95_latency": canary.p95_latency,
+        "canary_p99_latency": canary.p99_latency,
+        "stable_requests": stable.requests,
+        "stable_errors": stable.errors,
+        "stable_error_rate": round6(stable.error_rate),
+        "stable_avg_latency": round6(stable.avg_latency),
+        "stable_p50_latency": stable.p50_latency,
+        "stable_p90_latency": stable.p90_latency,
+        "stable_p95_latency": stable.p95_latency,
+        "stable_p99_latency": stable.p99_latency,
+        "window_start": humantime::format_rfc3339_seconds(window_start).to_string(),
+        "window_duration": go_duration(c.rollback.window),
+        "canary_active": table.threshold_ppm > 0,
+        "canary_version": c.canary.version,
+        "stable_version": c.stable.version,
+        "traffic_percent": c.canary.traffic_percent,
+        "state": table.state.as_str(),
+        "canary_requests_judged": j.verdict().cum_nc,
+        "evidence": j.evidence_json(&c.rollback),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(go_duration(Duration::from_secs(300)), "5m0s");
+        assert_eq!(go_duration(Duration::from_secs(5400)), "1h30m0s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(go_duration(Duration::from_secs(42)), "42s");
+    }
+}

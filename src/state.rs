@@ -1,0 +1,153 @@
+//! The rollback latch on disk. Written atomically (a temp file in the same folder, fsync,
+//! rename, fsync of the folder) so a crash leaves the old file or the new one, never half.
+//! A file that cannot be read is an error that names it: the canary is never silently
+//! re-enabled.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One rollback, as kept and shown (`last_rollback`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackRecord {
+    pub trigger: String,
+    pub reason: String,
+    /// RFC 3339.
+    pub at: String,
+    pub canary_version: String,
+    pub figures: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatchState {
+    /// The format, so a later release can read an older file.
+    pub format: u32,
+    pub canary_version: String,
+    pub rolled_back: bool,
+    pub last_rollback: Option<RollbackRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {path}: cannot read it ({source}); fix or move it away to start fresh")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {path}: not a canary-proxy state file ({detail}); fix or move it away to start fresh")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("state file {path}: cannot write it ({source})")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub const FORMAT: u32 = 1;
+
+/// Reads the latch; `None` when there is no file yet.
+pub fn load(path: &Path) -> Result<Option<LatchState>, StateError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    let state: LatchState = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+        path: path.into(),
+        detail: e.to_string(),
+    })?;
+    if state.format != FORMAT {
+        return Err(StateError::Corrupt {
+            path: path.into(),
+            detail: format!("format {} is not {FORMAT}", state.format),
+        });
+    }
+    Ok(Some(state))
+}
+
+/// Writes the latch atomically.
+pub fn save(path: &Path, state: &LatchState) -> Result<(), StateError> {
+    let err = |source| StateError::Write {
+        path: path.into(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir).map_err(err)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let body = serde_json::to_vec_pretty(state).expect("the latch serialises");
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(&dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        err(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(rolled_back: bool) -> LatchState {
+        LatchState {
+            format: FORMAT,
+            canary_version: "v2".into(),
+            rolled_back,
+            last_rollback: Some(RollbackRecord {
+                trigger: "manual".into(),
+                reason: "bad deploy".into(),
+                at: "2026-11-26T10:00:00Z".into(),
+                canary_version: "v2".into(),
+                figures: serde_json::json!({"canary": {"requests": 10}}),
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_overwrite_leave_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.json");
+        assert_eq!(load(&path).unwrap(), None);
+        save(&path, &state(true)).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(state(true)));
+        save(&path, &state(false)).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(state(false)));
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(&path, "{\"rolled_back\": tru").unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("state.json") && e.contains("not a canary-proxy state file"),
+            "{e}"
+        );
+    }
+}
