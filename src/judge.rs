@@ -238,8 +238,8 @@ impl Judge {
             }
             v.evidence[k] = [mixture(&self.cumulative[k]), mixture(&self.window[k])];
             let gate = [self.cum_nc, self.win_nc].map(|n| n >= self.params.min_requests);
-            for s in 0..2 {
-                v.fires[k][s] = gate[s] && v.evidence[k][s] >= self.thresholds[k][s];
+            for (s, open) in gate.iter().enumerate() {
+                v.fires[k][s] = *open && v.evidence[k][s] >= self.thresholds[k][s];
             }
             if v.fired.is_none() && (v.fires[k][0] || v.fires[k][1]) {
                 v.fired = Some(t);
