@@ -1,9 +1,12 @@
 //! One integration-test binary (one link, one process): real upstreams, the real proxy, real
 //! HTTP on 127.0.0.1 ephemeral ports.
 
+mod admin;
 mod cli;
 mod cohorts;
 mod faults;
 mod forwarding;
+mod latch;
+mod rollback;
 mod streaming;
 mod support;

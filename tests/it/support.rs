@@ -70,7 +70,21 @@ pub fn pattern(offset: u64, len: usize) -> Vec<u8> {
 /// `/status/N` with status N, `/sleep/MS` after MS ms, `/upload` with the body's SHA-256 and
 /// length, `/download/N` with N pattern bytes streamed, `/hop` with hop-by-hop headers,
 /// anything else 200 "NAME". Every response carries `x-upstream: NAME`.
+/// How an upstream misbehaves on `/`: every Nth request fails with 500, one identity always
+/// fails, every answer is delayed.
+#[derive(Debug, Clone, Default)]
+pub struct Behavior {
+    pub fail_every: u64,
+    pub fail_identity: Option<String>,
+    pub delay_ms: u64,
+}
+
 pub async fn spawn_upstream(name: &str) -> Upstream {
+    spawn_upstream_with(name, Behavior::default()).await
+}
+
+pub async fn spawn_upstream_with(name: &str, behavior: Behavior) -> Upstream {
+    let behavior = Arc::new((behavior, std::sync::atomic::AtomicU64::new(0)));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -80,11 +94,18 @@ pub async fn spawn_upstream(name: &str) -> Upstream {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let (name, seen) = (name_c.clone(), seen_c.clone());
+            let (name, seen, behavior) = (name_c.clone(), seen_c.clone(), behavior.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
-                    let (name, seen) = (name.clone(), seen.clone());
-                    async move { Ok::<_, Infallible>(answer(&name, &seen, req).await) }
+                    let (name, seen, behavior) = (name.clone(), seen.clone(), behavior.clone());
+                    async move {
+                        if req.uri().path() == "/" {
+                            if let Some(r) = misbehave(&name, &seen, &behavior, &req).await {
+                                return Ok::<_, Infallible>(r);
+                            }
+                        }
+                        Ok::<_, Infallible>(answer(&name, &seen, req).await)
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
@@ -97,6 +118,35 @@ pub async fn spawn_upstream(name: &str) -> Upstream {
         name: name.to_string(),
         seen,
     }
+}
+
+async fn misbehave(
+    name: &str,
+    seen: &Mutex<Vec<Seen>>,
+    behavior: &(Behavior, std::sync::atomic::AtomicU64),
+    req: &Request<Incoming>,
+) -> Option<Response<Body>> {
+    let (b, count) = behavior;
+    if b.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(b.delay_ms)).await;
+    }
+    let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let id = req.headers().get("x-user-id").and_then(|v| v.to_str().ok());
+    let fail = (b.fail_every > 0 && n % b.fail_every == 0)
+        || (id.is_some() && id == b.fail_identity.as_deref());
+    if !fail {
+        return None;
+    }
+    seen.lock().unwrap().push(Seen {
+        method: req.method().to_string(),
+        path: "/".into(),
+        headers: req.headers().clone(),
+        at: std::time::Instant::now(),
+    });
+    let mut r = Response::new(full(format!("{name} failed")));
+    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    r.headers_mut().insert("x-upstream", name.parse().unwrap());
+    Some(r)
 }
 
 async fn answer(name: &str, seen: &Mutex<Vec<Seen>>, req: Request<Incoming>) -> Response<Body> {
@@ -206,6 +256,8 @@ pub struct Cfg {
     pub trusted: Vec<String>,
     pub extra: String,
     pub request_timeout: String,
+    pub token: String,
+    pub rollback: String,
 }
 
 impl Cfg {
@@ -225,6 +277,8 @@ impl Cfg {
             trusted: vec![],
             extra: String::new(),
             request_timeout: "30s".into(),
+            token: String::new(),
+            rollback: String::new(),
         }
     }
 
@@ -243,6 +297,10 @@ trusted_proxies = [{trusted}]
 
 [admin]
 listen = "127.0.0.1:0"
+token = {token:?}
+
+[rollback]
+{rollback}
 
 [stable]
 version = "v1.1.0"
@@ -271,6 +329,8 @@ connect = "1s"
             salt = self.salt,
             expose = self.expose_headers,
             timeout = self.request_timeout,
+            token = self.token,
+            rollback = self.rollback,
             extra = self.extra,
         )
     }
@@ -499,4 +559,72 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// Sends `n` requests from `concurrency` tasks, ids `{prefix}{i}`, to `path`; returns the
+/// (status, cohort) of each.
+pub async fn drive(
+    proxy: &TestProxy,
+    n: usize,
+    concurrency: usize,
+    prefix: &str,
+    path: &str,
+) -> Vec<(u16, String)> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (next, url, prefix, c) = (next.clone(), proxy.url(path), prefix.to_string(), client());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return out;
+                }
+                let got = get(&c, &url, &[("x-user-id", &format!("{prefix}{i}"))]).await;
+                out.push((
+                    got.status,
+                    got.header("x-deployment-cohort").unwrap_or("").to_string(),
+                ));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// GET an admin path as JSON.
+pub async fn admin_json(proxy: &TestProxy, path: &str) -> serde_json::Value {
+    let got = get(&client(), &proxy.admin_url(path), &[]).await;
+    assert_eq!(got.status, 200, "{path}: {}", got.body);
+    serde_json::from_str(&got.body).expect("admin answers JSON")
+}
+
+/// POST to an admin path with an optional token and body.
+pub async fn admin_post(admin: SocketAddr, path: &str, token: Option<&str>, body: &str) -> Got {
+    let mut b =
+        Request::post(format!("http://{admin}{path}")).header("content-type", "application/json");
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    send(
+        &client(),
+        b.body(full(Bytes::from(body.to_string()))).unwrap(),
+    )
+    .await
+}
+
+/// Polls the status until `state` or `limit` passes.
+pub async fn wait_for_state(proxy: &TestProxy, state: &str, limit: Duration) -> serde_json::Value {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        let s = admin_json(proxy, "/canary/status").await;
+        if s["state"] == state || std::time::Instant::now() > until {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

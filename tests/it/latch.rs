@@ -1,0 +1,198 @@
+//! The latch across restarts, with the real binary: roll back, SIGKILL, start again — still
+//! all-stable and the status says why; a new canary version starts fresh; resume re-arms.
+//! Reload through the admin port: a valid file is applied, an invalid one refused.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+fn write_config(path: &Path, s: &Upstream, k: &Upstream, version: &str, percent: f64) {
+    let mut cfg = Cfg::new(s, k);
+    cfg.percent = percent;
+    cfg.rollback = "evaluate_every = \"100ms\"".into();
+    let toml = cfg
+        .toml()
+        .replace("v1.2.0-canary", version)
+        .replace("[state]", "");
+    std::fs::write(path, format!("{toml}\n[state]\npath = \"latch.json\"\n")).unwrap();
+}
+
+async fn status(b: &Binary) -> Value {
+    let got = get(&client(), &format!("http://{}/canary/status", b.admin), &[]).await;
+    assert_eq!(got.status, 200);
+    serde_json::from_str(&got.body).unwrap()
+}
+
+async fn cohorts(b: &Binary, n: usize) -> Vec<String> {
+    let c = client();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let got = get(&c, &b.url("/"), &[("x-user-id", &format!("u{i}"))]).await;
+        assert_eq!(got.status, 200);
+        out.push(got.header("x-upstream").unwrap().to_string());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latch_survives_sigkill_until_a_new_version_or_a_resume() {
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("canary.toml");
+    write_config(&config, &s, &k, "v2", 50.0);
+
+    let mut proxy = spawn_binary(&config, &[]);
+    assert!(cohorts(&proxy, 40).await.contains(&"canary".to_string()));
+    let got = admin_post(
+        proxy.admin,
+        "/canary/rollback",
+        None,
+        r#"{"reason": "checkout broken"}"#,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("latch.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["rolled_back"], true);
+    assert_eq!(state["canary_version"], "v2");
+    proxy.child.kill().unwrap(); // SIGKILL: no chance to flush anything more
+    proxy.child.wait().unwrap();
+
+    let proxy = spawn_binary(&config, &[]);
+    let st = status(&proxy).await;
+    assert_eq!(st["state"], "rolled_back", "{st}");
+    assert_eq!(st["last_rollback"]["reason"], "checkout broken");
+    assert_eq!(st["last_rollback"]["trigger"], "manual");
+    assert!(cohorts(&proxy, 40).await.iter().all(|c| c == "stable"));
+    let m = get(&client(), &format!("http://{}/metrics", proxy.admin), &[])
+        .await
+        .body;
+    assert!(m.contains("canary_active 0"), "{m}");
+    assert!(proxy.logs().contains("rolled back"), "{}", proxy.logs());
+    drop(proxy);
+
+    // A new build: the latch is for v2 only.
+    write_config(&config, &s, &k, "v3", 50.0);
+    let proxy = spawn_binary(&config, &[]);
+    assert_eq!(status(&proxy).await["state"], "active");
+    assert!(cohorts(&proxy, 40).await.contains(&"canary".to_string()));
+    // Roll v3 back, then resume it: re-armed, and the file says so.
+    assert_eq!(
+        admin_post(proxy.admin, "/canary/rollback", None, "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        admin_post(proxy.admin, "/canary/resume", None, "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(status(&proxy).await["state"], "active");
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("latch.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (
+            state["rolled_back"].as_bool(),
+            state["canary_version"].as_str()
+        ),
+        (Some(false), Some("v3"))
+    );
+    drop(proxy);
+    let proxy = spawn_binary(&config, &[]);
+    assert_eq!(
+        status(&proxy).await["state"],
+        "active",
+        "a resumed canary stays resumed across a restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_state_file_stops_start_up_naming_it() {
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("canary.toml");
+    write_config(&config, &s, &k, "v2", 50.0);
+    std::fs::write(dir.path().join("latch.json"), "{\"rolled_back\": tr").unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("latch.json"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_a_valid_file_and_refuses_an_invalid_one() {
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("canary.toml");
+    write_config(&config, &s, &k, "v2", 0.0);
+    let proxy = spawn_binary(&config, &[]);
+    assert!(cohorts(&proxy, 30).await.iter().all(|c| c == "stable"));
+
+    write_config(&config, &s, &k, "v2", 100.0);
+    let got = admin_post(proxy.admin, "/canary/reload", None, "").await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert!(cohorts(&proxy, 30).await.iter().all(|c| c == "canary"));
+
+    write_config(&config, &s, &k, "v2", 500.0);
+    let got = admin_post(proxy.admin, "/canary/reload", None, "").await;
+    assert_eq!(got.status, 422, "{}", got.body);
+    let v: Value = serde_json::from_str(&got.body).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("traffic_percent"),
+        "{v}"
+    );
+    assert!(
+        cohorts(&proxy, 30).await.iter().all(|c| c == "canary"),
+        "the old config keeps serving"
+    );
+
+    // The latch survives a reload of the same version, and a new version clears it.
+    write_config(&config, &s, &k, "v2", 100.0);
+    assert_eq!(
+        admin_post(proxy.admin, "/canary/rollback", None, "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        admin_post(proxy.admin, "/canary/reload", None, "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(status(&proxy).await["state"], "rolled_back");
+    write_config(&config, &s, &k, "v4", 100.0);
+    assert_eq!(
+        admin_post(proxy.admin, "/canary/reload", None, "")
+            .await
+            .status,
+        200
+    );
+    let st = status(&proxy).await;
+    assert_eq!(
+        (st["state"].as_str(), st["canary_version"].as_str()),
+        (Some("active"), Some("v4"))
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(proxy.logs().contains("reload refused"), "{}", proxy.logs());
+}
