@@ -1,7 +1,9 @@
 //! The request path's parts, one criterion group each. Targets (issue 2, 3 and 5):
 //! - identity + cohort assignment: under 1 µs;
 //! - identity + assignment + endpoint choice: under 1 µs;
-//! - recording one exchange into the window: under 100 ns.
+//! - recording one exchange into the window: under 100 ns;
+//! - the judge's pass over one slice (window, T_i, three mixtures): under 100 µs;
+//! - the Prometheus encode: under 1 ms.
 //!
 //! Run: `cargo bench --bench hot_path`.
 
@@ -98,5 +100,35 @@ fn record(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, cohort, record);
+fn judge(c: &mut Criterion) {
+    use canary_proxy::config::Config;
+    use canary_proxy::judgement::Judgement;
+    let toml = "[stable]\nendpoints = [\"http://127.0.0.1:1\"]\n";
+    let cfg = Config::from_toml_str(toml, "bench.toml", std::path::Path::new("."), &|_| None).unwrap();
+    let r = Recorder::default();
+    let mut j = Judgement::new(&cfg.rollback);
+    let fill = |r: &Recorder| {
+        for i in 0..50u64 {
+            let cohort = if i % 10 == 0 { Cohort::Canary } else { Cohort::Stable };
+            let latency = Duration::from_micros(500 + i * 37);
+            r.record(&Exchange { cohort, status: 200, latency, error: i % 25 == 0, identity: Some(i) });
+        }
+    };
+    c.bench_function("judge one slice (take, T_i, judge, window)", |b| {
+        b.iter(|| {
+            fill(&r);
+            let (s, k) = (r.take_slice(Cohort::Stable), r.take_slice(Cohort::Canary));
+            j.step(&cfg.rollback, &s, &k)
+        })
+    });
+    let m = Metrics::new();
+    for cohort in ["stable", "canary"] {
+        let h = m.cohort(cohort, "v1");
+        h.requests.inc_by(1000);
+        h.latency.observe(0.01);
+    }
+    c.bench_function("prometheus encode", |b| b.iter(|| m.encode().len()));
+}
+
+criterion_group!(benches, cohort, record, judge);
 criterion_main!(benches);
