@@ -98,20 +98,62 @@ fn record(c: &mut Criterion) {
     c.bench_function("record one exchange", |b| {
         b.iter(|| r.record(black_box(&ok)))
     });
+    let err = Exchange {
+        error: true,
+        status: 500,
+        ..ok
+    };
+    c.bench_function("record one error (digest queued)", |b| {
+        // Timed: the records only; the evaluator's drain every 1,000 is not.
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let batch = left.min(1000);
+                let t = std::time::Instant::now();
+                for _ in 0..batch {
+                    r.record(black_box(&err));
+                }
+                spent += t.elapsed();
+                r.take_slice(Cohort::Canary);
+                left -= batch;
+            }
+            spent
+        })
+    });
+    c.bench_function("evaluator drains 1000 queued errors", |b| {
+        b.iter(|| {
+            for _ in 0..1000 {
+                r.record(&err);
+            }
+            r.take_slice(Cohort::Canary).judged_errors
+        })
+    });
 }
 
 fn judge(c: &mut Criterion) {
     use canary_proxy::config::Config;
     use canary_proxy::judgement::Judgement;
     let toml = "[stable]\nendpoints = [\"http://127.0.0.1:1\"]\n";
-    let cfg = Config::from_toml_str(toml, "bench.toml", std::path::Path::new("."), &|_| None).unwrap();
+    let cfg =
+        Config::from_toml_str(toml, "bench.toml", std::path::Path::new("."), &|_| None).unwrap();
     let r = Recorder::default();
     let mut j = Judgement::new(&cfg.rollback);
     let fill = |r: &Recorder| {
         for i in 0..50u64 {
-            let cohort = if i % 10 == 0 { Cohort::Canary } else { Cohort::Stable };
+            let cohort = if i % 10 == 0 {
+                Cohort::Canary
+            } else {
+                Cohort::Stable
+            };
             let latency = Duration::from_micros(500 + i * 37);
-            r.record(&Exchange { cohort, status: 200, latency, error: i % 25 == 0, identity: Some(i) });
+            r.record(&Exchange {
+                cohort,
+                status: 200,
+                latency,
+                error: i % 25 == 0,
+                identity: Some(i),
+            });
         }
     };
     c.bench_function("judge one slice (take, T_i, judge, window)", |b| {

@@ -177,7 +177,9 @@ mod tests {
 
     fn rollback(extra: &str) -> RollbackConfig {
         let toml = format!("[stable]\nendpoints = [\"http://127.0.0.1:1\"]\n[rollback]\nevaluate_every = \"1s\"\n{extra}");
-        Config::from_toml_str(&toml, "t.toml", std::path::Path::new("."), &|_| None).unwrap().rollback
+        Config::from_toml_str(&toml, "t.toml", std::path::Path::new("."), &|_| None)
+            .unwrap()
+            .rollback
     }
 
     fn slice(n: u64, latency: Duration) -> SliceCounts {
@@ -194,20 +196,45 @@ mod tests {
         // Until the stable window holds 1,000 requests, T is max_latency rounded up to a boundary.
         let t0 = j.latency_threshold_seconds();
         assert!((2.0..=2.0 * 1.125).contains(&t0), "{t0}");
-        j.step(&r, &slice(999, Duration::from_millis(100)), &SliceCounts::zero());
+        j.step(
+            &r,
+            &slice(999, Duration::from_millis(100)),
+            &SliceCounts::zero(),
+        );
         assert_eq!(j.latency_threshold_seconds(), t0);
-        j.step(&r, &slice(1, Duration::from_millis(100)), &SliceCounts::zero());
+        j.step(
+            &r,
+            &slice(1, Duration::from_millis(100)),
+            &SliceCounts::zero(),
+        );
         // Now 1.25 x the upper edge of the bucket holding 100 ms, rounded up to a boundary.
         let edge = upper_edge_micros(bucket_of(Duration::from_millis(100))) as f64 / 1e6;
         let t = j.latency_threshold_seconds();
-        assert!(t >= edge * 1.25 && t <= edge * 1.25 * 1.125, "{t} from edge {edge}");
+        assert!(
+            t >= edge * 1.25 && t <= edge * 1.25 * 1.125,
+            "{t} from edge {edge}"
+        );
         // A canary slice at 1.5 x that is slow; one at the stable's latency is not.
         let canary = slice(50, Duration::from_secs_f64(t * 1.2));
         let v = j.step(&r, &SliceCounts::zero(), &canary);
-        assert!(v.evidence[Trigger::Latency as usize][0] > 0.0, "the slow slice added evidence");
+        assert!(
+            v.evidence[Trigger::Latency as usize][0] > 0.0,
+            "the slow slice added evidence"
+        );
         let mut j2 = Judgement::new(&r);
-        j2.step(&r, &slice(1000, Duration::from_millis(100)), &SliceCounts::zero());
-        let v = j2.step(&r, &SliceCounts::zero(), &slice(50, Duration::from_millis(100)));
-        assert!(v.evidence[Trigger::Latency as usize][0] < 0.0, "requests as fast as stable are not slow");
+        j2.step(
+            &r,
+            &slice(1000, Duration::from_millis(100)),
+            &SliceCounts::zero(),
+        );
+        let v = j2.step(
+            &r,
+            &SliceCounts::zero(),
+            &slice(50, Duration::from_millis(100)),
+        );
+        assert!(
+            v.evidence[Trigger::Latency as usize][0] < 0.0,
+            "requests as fast as stable are not slow"
+        );
     }
 }

@@ -1,22 +1,23 @@
 //! The observation point: every finished exchange is reported here as (cohort, status,
 //! latency, whether it is the cohort's error, identity digest). Recording is a handful of
-//! relaxed atomic adds into the current slice; the evaluator takes the slice once per
-//! `evaluate_every` and owns everything after that.
-//!
-//! The only lock is on the error path, in the per-identity error set, sharded so an error storm
-//! does not serialise the proxy on one mutex.
+//! relaxed atomic adds into the current slice, plus, for an error, one lock-free push of the
+//! identity's digest; no lock, no allocation. The evaluator takes the slice once per
+//! `evaluate_every`, and only it decides which errors are an identity's first.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
 
 use crate::cohort::Cohort;
 use crate::histogram::{bucket_of, BUCKETS};
 
 /// How many identities each cohort's error set remembers before errors count plainly.
 pub const ERROR_SET_CAP: usize = 1_000_000;
-const SHARDS: usize = 16;
+/// Error digests a cohort can queue within one slice; past it, errors count plainly.
+pub const ERROR_QUEUE: usize = 16_384;
 
 /// One slice's counts for one cohort, as plain numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +83,8 @@ impl Accumulator {
     }
 
     fn take(&self) -> SliceCounts {
-        // Requests first: a request whose count lands in this slice has its bucket here too,
-        // because `record` adds the bucket before the request count.
+        // Requests first: a request whose count lands in this slice has its bucket (and its
+        // queued digest) here too, because `record` adds those before the request count.
         let requests = self.requests.swap(0, Relaxed);
         SliceCounts {
             requests,
@@ -95,44 +96,22 @@ impl Accumulator {
     }
 }
 
-/// Identities that already erred in this judgement, per cohort.
+/// Identities that already erred in this judgement, per cohort. Only the evaluator touches it.
+#[derive(Default)]
 struct ErrorSet {
-    shards: [Mutex<HashSet<u64>>; SHARDS],
-    len: AtomicUsize,
+    seen: HashSet<u64>,
 }
 
 impl ErrorSet {
-    fn new() -> Self {
-        ErrorSet {
-            shards: std::array::from_fn(|_| Mutex::new(HashSet::new())),
-            len: AtomicUsize::new(0),
-        }
-    }
-
     /// Whether this error is the identity's first (or the set is full: then every error counts).
-    fn first_error(&self, digest: u64) -> bool {
-        let Ok(mut shard) = self.shards[(digest as usize) % SHARDS].lock() else {
-            return true;
-        };
-        if shard.contains(&digest) {
+    fn first_error(&mut self, digest: u64) -> bool {
+        if self.seen.contains(&digest) {
             return false;
         }
-        if self.len.load(Relaxed) >= ERROR_SET_CAP {
-            return true;
+        if self.seen.len() < ERROR_SET_CAP {
+            self.seen.insert(digest);
         }
-        shard.insert(digest);
-        self.len.fetch_add(1, Relaxed);
         true
-    }
-
-    fn clear(&self) {
-        for shard in &self.shards {
-            if let Ok(mut s) = shard.lock() {
-                s.clear();
-                s.shrink_to(1024);
-            }
-        }
-        self.len.store(0, Relaxed);
     }
 }
 
@@ -150,14 +129,17 @@ pub struct Exchange {
 
 pub struct Recorder {
     current: [Accumulator; 2],
-    erred: [ErrorSet; 2],
+    /// Digests of this slice's errors, waiting for the evaluator.
+    queued: [ArrayQueue<u64>; 2],
+    erred: Mutex<[ErrorSet; 2]>,
 }
 
 impl Default for Recorder {
     fn default() -> Self {
         Recorder {
             current: [Accumulator::new(), Accumulator::new()],
-            erred: [ErrorSet::new(), ErrorSet::new()],
+            queued: [ArrayQueue::new(ERROR_QUEUE), ArrayQueue::new(ERROR_QUEUE)],
+            erred: Mutex::new([ErrorSet::default(), ErrorSet::default()]),
         }
     }
 }
@@ -170,32 +152,45 @@ impl Recorder {
         acc.latency_micros_sum.fetch_add(micros, Relaxed);
         if ex.error {
             acc.errors.fetch_add(1, Relaxed);
-            let first = match ex.identity {
-                Some(d) => self.erred[ex.cohort.index()].first_error(d),
-                None => true,
-            };
-            if first {
+            // Without an identity, or with the queue full, the error counts plainly.
+            let queued = ex
+                .identity
+                .is_some_and(|d| self.queued[ex.cohort.index()].push(d).is_ok());
+            if !queued {
                 acc.judged_errors.fetch_add(1, Relaxed);
             }
         }
         acc.requests.fetch_add(1, Relaxed);
     }
 
-    /// Takes the current slice of `cohort` and starts a new one.
+    /// Takes the current slice of `cohort` and starts a new one; counts each identity's first
+    /// error of this judgement towards `judged_errors`.
     pub fn take_slice(&self, cohort: Cohort) -> SliceCounts {
-        self.current[cohort.index()].take()
+        let mut s = self.current[cohort.index()].take();
+        let mut sets = self.erred.lock().unwrap_or_else(|e| e.into_inner());
+        let set = &mut sets[cohort.index()];
+        while let Some(d) = self.queued[cohort.index()].pop() {
+            if set.first_error(d) {
+                s.judged_errors += 1;
+            }
+        }
+        s
     }
 
     /// Forgets which identities already erred: a new judgement starts.
     pub fn forget_identities(&self) {
-        for set in &self.erred {
-            set.clear();
+        let mut sets = self.erred.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, set) in sets.iter_mut().enumerate() {
+            while self.queued[k].pop().is_some() {}
+            *set = ErrorSet::default();
         }
     }
 
     /// How many identities the error set of `cohort` holds.
     pub fn identities_remembered(&self, cohort: Cohort) -> usize {
-        self.erred[cohort.index()].len.load(Relaxed)
+        self.erred.lock().unwrap_or_else(|e| e.into_inner())[cohort.index()]
+            .seen
+            .len()
     }
 }
 
@@ -248,13 +243,29 @@ mod tests {
 
     #[test]
     fn the_set_is_bounded_and_past_its_cap_errors_count_plainly() {
-        let set = ErrorSet::new();
-        set.len.store(ERROR_SET_CAP - 1, Relaxed);
+        let mut set = ErrorSet::default();
+        set.seen
+            .extend((0..ERROR_SET_CAP as u64 - 1).map(|i| i + 1000));
         assert!(set.first_error(1));
         assert!(!set.first_error(1));
-        assert_eq!(set.len.load(Relaxed), ERROR_SET_CAP);
+        assert_eq!(set.seen.len(), ERROR_SET_CAP);
         assert!(set.first_error(2));
         assert!(set.first_error(2), "past the cap every error counts");
-        assert_eq!(set.len.load(Relaxed), ERROR_SET_CAP);
+        assert_eq!(set.seen.len(), ERROR_SET_CAP);
+    }
+
+    #[test]
+    fn a_full_queue_counts_errors_plainly() {
+        let r = Recorder::default();
+        for _ in 0..ERROR_QUEUE + 10 {
+            r.record(&ex(Cohort::Canary, true, Some(5), 1));
+        }
+        let s = r.take_slice(Cohort::Canary);
+        assert_eq!(s.errors, ERROR_QUEUE as u64 + 10);
+        assert_eq!(
+            s.judged_errors,
+            1 + 10,
+            "one from the queue, the overflow plainly"
+        );
     }
 }

@@ -101,7 +101,14 @@ fn run(sc: &Scenario, slices: usize, rng: &mut Rng) -> Option<(usize, Trigger)> 
 }
 
 fn healthy(alpha: f64) -> Scenario {
-    Scenario { params: params(alpha), rps: 1000.0, canary_share: 0.05, stable_errors: 0.005, canary_errors: 0.005, canary_slow: 0.002 }
+    Scenario {
+        params: params(alpha),
+        rps: 1000.0,
+        canary_share: 0.05,
+        stable_errors: 0.005,
+        canary_errors: 0.005,
+        canary_slow: 0.002,
+    }
 }
 
 #[test]
@@ -111,7 +118,10 @@ fn healthy_canaries_over_many_simulated_hours_are_not_rolled_back() {
     let runs = 200;
     let rolled: Vec<_> = (0..runs).filter_map(|_| run(&sc, 3600, &mut rng)).collect();
     // 200 simulated hours at a budget of 0.001: any rollback at all would be remarkable.
-    assert!(rolled.len() <= 1, "healthy canaries rolled back: {rolled:?}");
+    assert!(
+        rolled.len() <= 1,
+        "healthy canaries rolled back: {rolled:?}"
+    );
 }
 
 #[test]
@@ -119,19 +129,27 @@ fn canaries_exactly_at_their_limits_stay_within_a_larger_budget() {
     // At the limits (1 % errors, twice the stable's 0.5 %, 1 % slow) the budget is the bound.
     // A budget of 0.05 makes the rate measurable in a few hundred runs.
     let mut rng = Rng(11);
-    let sc = Scenario { canary_errors: 0.01, canary_slow: 0.01, ..healthy(0.05) };
+    let sc = Scenario {
+        canary_errors: 0.01,
+        canary_slow: 0.01,
+        ..healthy(0.05)
+    };
     let runs = 1000;
     let rolled = (0..runs).filter_map(|_| run(&sc, 600, &mut rng)).count();
     let (mean, sd) = (0.05 * runs as f64, (runs as f64 * 0.05 * 0.95).sqrt());
     eprintln!("at the limits, budget 0.05: {rolled} of {runs} ten-minute runs rolled back");
-    assert!((rolled as f64) <= mean + 3.0 * sd, "{rolled} of {runs} rolled back at the limits (budget 5 %)");
+    assert!(
+        (rolled as f64) <= mean + 3.0 * sd,
+        "{rolled} of {runs} rolled back at the limits (budget 5 %)"
+    );
 }
 
 fn caught(sc: &Scenario, seed: u64, want: &[Trigger]) -> Vec<usize> {
     let mut rng = Rng(seed);
     let mut times: Vec<usize> = (0..25)
         .map(|_| {
-            let (at, t) = run(sc, 1800, &mut rng).expect("a bad canary is caught within 30 minutes");
+            let (at, t) =
+                run(sc, 1800, &mut rng).expect("a bad canary is caught within 30 minutes");
             assert!(want.contains(&t), "{t:?} fired, expected one of {want:?}");
             at
         })
@@ -143,18 +161,48 @@ fn caught(sc: &Scenario, seed: u64, want: &[Trigger]) -> Vec<usize> {
 #[test]
 fn canaries_beyond_each_limit_are_caught() {
     // 10 % errors: about 3 s at 1k req/s, as soon as the gate opens.
-    let t = caught(&Scenario { canary_errors: 0.10, ..healthy(0.001) }, 3, &[Trigger::ErrorRate]);
+    let t = caught(
+        &Scenario {
+            canary_errors: 0.10,
+            ..healthy(0.001)
+        },
+        3,
+        &[Trigger::ErrorRate],
+    );
     assert!(t[12] <= 10, "median {} s", t[12]);
     // 3 % errors: 3x the limit and 6x the stable, so either trigger may be first.
-    let t = caught(&Scenario { canary_errors: 0.03, ..healthy(0.001) }, 4, &[Trigger::ErrorRate, Trigger::RelativeError]);
+    let t = caught(
+        &Scenario {
+            canary_errors: 0.03,
+            ..healthy(0.001)
+        },
+        4,
+        &[Trigger::ErrorRate, Trigger::RelativeError],
+    );
     assert!(t[12] <= 60, "median {} s", t[12]);
     // 5 % slow against p99 (f0 = 1 %).
-    let t = caught(&Scenario { canary_slow: 0.05, ..healthy(0.001) }, 5, &[Trigger::Latency]);
+    let t = caught(
+        &Scenario {
+            canary_slow: 0.05,
+            ..healthy(0.001)
+        },
+        5,
+        &[Trigger::Latency],
+    );
     assert!(t[12] <= 30, "median {} s", t[12]);
     // Ten times the stable's error rate, the absolute limit out of the way.
     let mut p = params(0.001);
     p.max_error_rate = 99.0;
-    let t = caught(&Scenario { params: p, stable_errors: 0.01, canary_errors: 0.10, ..healthy(0.001) }, 6, &[Trigger::RelativeError]);
+    let t = caught(
+        &Scenario {
+            params: p,
+            stable_errors: 0.01,
+            canary_errors: 0.10,
+            ..healthy(0.001)
+        },
+        6,
+        &[Trigger::RelativeError],
+    );
     assert!(t[12] <= 30, "median {} s", t[12]);
 }
 
@@ -171,21 +219,50 @@ fn one_identity_failing_every_request_is_not_enough() {
     for slice in 0..1800 {
         for _ in 0..rng.poisson(50.0) {
             let noisy = rng.uniform() < 0.02;
-            let identity = if noisy { 42 } else { next_id += 1; next_id };
+            let identity = if noisy {
+                42
+            } else {
+                next_id += 1;
+                next_id
+            };
             let error = noisy || rng.uniform() < 0.005;
             noisy_errors += noisy as u64;
-            recorder.record(&Exchange { cohort: Cohort::Canary, status: if error { 500 } else { 200 }, latency: ok, error, identity: Some(identity) });
+            recorder.record(&Exchange {
+                cohort: Cohort::Canary,
+                status: if error { 500 } else { 200 },
+                latency: ok,
+                error,
+                identity: Some(identity),
+            });
         }
         for _ in 0..rng.poisson(950.0) {
             next_id += 1;
             let error = rng.uniform() < 0.005;
-            recorder.record(&Exchange { cohort: Cohort::Stable, status: if error { 500 } else { 200 }, latency: ok, error, identity: Some(next_id) });
+            recorder.record(&Exchange {
+                cohort: Cohort::Stable,
+                status: if error { 500 } else { 200 },
+                latency: ok,
+                error,
+                identity: Some(next_id),
+            });
         }
-        let (c, s) = (recorder.take_slice(Cohort::Canary), recorder.take_slice(Cohort::Stable));
+        let (c, s) = (
+            recorder.take_slice(Cohort::Canary),
+            recorder.take_slice(Cohort::Stable),
+        );
         all_errors += c.errors;
         judged_errors += c.judged_errors;
-        let v = judge.observe(SliceInput { nc: c.requests, ns: s.requests, ec: c.judged_errors, es: s.judged_errors, sc: 0 });
-        assert_eq!(v.fired, None, "rolled back at slice {slice} by one identity");
+        let v = judge.observe(SliceInput {
+            nc: c.requests,
+            ns: s.requests,
+            ec: c.judged_errors,
+            es: s.judged_errors,
+            sc: 0,
+        });
+        assert_eq!(
+            v.fired, None,
+            "rolled back at slice {slice} by one identity"
+        );
     }
     // The noisy client's errors counted once for the judge, every time for operators.
     assert!(noisy_errors > 1000, "{noisy_errors}");
