@@ -1,6 +1,7 @@
 //! The command line, as clap types. No logic.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -35,6 +36,18 @@ pub enum Command {
     Run(ConfigArg),
     /// Validate the config (and env overrides) and print the effective config.
     Check(ConfigArg),
+    /// A self-contained showcase on loopback: a canary degrades and is rolled back.
+    Demo(DemoArgs),
+    /// Show the canary's state, split and last rollback.
+    Status(AdminArgs),
+    /// Roll the canary back now.
+    Rollback(RollbackArgs),
+    /// Re-arm a rolled-back canary (clears the window).
+    Resume(AdminArgs),
+    /// Clear the window: a new stage with a fresh judgement.
+    Reset(AdminArgs),
+    /// Make the proxy re-read its config file.
+    Reload(AdminArgs),
 }
 
 #[derive(Debug, Args)]
@@ -42,4 +55,44 @@ pub struct ConfigArg {
     /// The TOML config file.
     #[arg(long, short)]
     pub config: PathBuf,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("a duration such as \"30s\": {e}"))
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How long the demo runs (at least 10s).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Leave everything running afterwards, to explore the admin port.
+    #[arg(long)]
+    pub keep_running: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The admin port's URL.
+    #[arg(
+        long,
+        env = "CANARY_ADMIN_URL",
+        default_value = "http://127.0.0.1:9090"
+    )]
+    pub admin: String,
+    /// The admin token, for calls that change something.
+    #[arg(long, env = "CANARY_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the JSON answer instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Why: kept in the rollback record and the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
 }

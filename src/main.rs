@@ -5,9 +5,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use canary_proxy::app::App;
-use canary_proxy::cli::{Cli, Command, LogFormat};
+use canary_proxy::cli::{AdminArgs, Cli, Command, LogFormat};
+use canary_proxy::client;
 use canary_proxy::config::Config;
 use clap::Parser;
+use http::Method;
 use tracing_subscriber::EnvFilter;
 
 const EXIT_RUNTIME: u8 = 1;
@@ -22,7 +24,17 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_tracing(cli.log_format);
+    // The demo speaks for itself on stdout; its logs show only the rollback's own ERROR line.
+    let quiet = matches!(
+        cli.command,
+        Some(Command::Demo(_))
+            | Some(Command::Status(_))
+            | Some(Command::Rollback(_))
+            | Some(Command::Resume(_))
+            | Some(Command::Reset(_))
+            | Some(Command::Reload(_))
+    );
+    init_tracing(cli.log_format, if quiet { "error" } else { "info" });
     let env = |k: &str| std::env::var(k).ok();
     match cli.command {
         Some(Command::Check(a)) => match Config::load(&a.config, &env) {
@@ -34,6 +46,29 @@ fn main() -> ExitCode {
             Err(e) => config_failed(&e),
         },
         Some(Command::Run(a)) => run(&a.config),
+        Some(Command::Demo(a)) => runtime_then(|| async move {
+            match canary_proxy::demo::run(canary_proxy::demo::DemoOptions {
+                duration: a.duration,
+                keep_running: a.keep_running,
+            })
+            .await
+            {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(EXIT_RUNTIME),
+                Err(e) => {
+                    eprintln!("error: the demo failed: {e}");
+                    ExitCode::from(EXIT_RUNTIME)
+                }
+            }
+        }),
+        Some(Command::Status(a)) => admin(a, Method::GET, "/canary/status", None),
+        Some(Command::Rollback(a)) => {
+            let body = a.reason.map(|r| serde_json::json!({ "reason": r }));
+            admin(a.admin, Method::POST, "/canary/rollback", body)
+        }
+        Some(Command::Resume(a)) => admin(a, Method::POST, "/canary/resume", None),
+        Some(Command::Reset(a)) => admin(a, Method::POST, "/canary/metrics/reset", None),
+        Some(Command::Reload(a)) => admin(a, Method::POST, "/canary/reload", None),
         None => {
             match cli.config {
                 Some(path) => run(&path),
@@ -44,6 +79,56 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn runtime_then<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f()),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// One admin call: a human summary (or the JSON) on stdout, a refusal on stderr with exit 1.
+fn admin(
+    a: AdminArgs,
+    method: Method,
+    path: &'static str,
+    body: Option<serde_json::Value>,
+) -> ExitCode {
+    runtime_then(|| async move {
+        match client::call(&a.admin, method, path, a.token.as_deref(), body).await {
+            Ok(v) if a.json => {
+                println!("{v}");
+                ExitCode::SUCCESS
+            }
+            Ok(v) => {
+                if path != "/canary/status" {
+                    println!(
+                        "{}: done (state was {}, now {})",
+                        path.trim_start_matches("/canary/"),
+                        v["before"].as_str().unwrap_or("?"),
+                        v["state"].as_str().unwrap_or("?")
+                    );
+                }
+                print!("{}", client::human_status(&v));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+    })
 }
 
 fn config_failed(e: &canary_proxy::config::ConfigError) -> ExitCode {
@@ -92,8 +177,8 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_tracing(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -7,6 +7,7 @@ mod cohorts;
 mod faults;
 mod forwarding;
 mod latch;
+mod operator;
 mod rollback;
 mod streaming;
 mod support;

@@ -1,0 +1,121 @@
+//! The admin client behind `canary-proxy status | rollback | resume | reset | reload`: one HTTP
+//! call to the admin port, a human summary (or the JSON), and a refusal as an error with the
+//! reason.
+
+use bytes::Bytes;
+use http::{header, Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0} is not an admin URL such as http://127.0.0.1:9090")]
+    BadUrl(String),
+    #[error("cannot reach the admin port at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("refused with {status}: {reason}")]
+    Refused { status: u16, reason: String },
+}
+
+/// Calls `method path` on the admin port; the JSON answer, or why it was refused.
+pub async fn call(
+    admin: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Result<Value, ClientError> {
+    let url = format!("{}{path}", admin.trim_end_matches('/'));
+    let uri: http::Uri = url.parse().map_err(|_| ClientError::BadUrl(admin.into()))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(ClientError::BadUrl(admin.into()));
+    }
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(t) = token.filter(|t| !t.is_empty()) {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let req = req
+        .body(Full::new(body))
+        .map_err(|_| ClientError::BadUrl(admin.into()))?;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let unreachable = |detail: String| ClientError::Unreachable {
+        url: admin.into(),
+        detail,
+    };
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), client.request(req))
+        .await
+        .map_err(|_| unreachable("no answer within 10s".into()))?
+        .map_err(|e| {
+            unreachable(
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.to_string()),
+            )
+        })?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?
+        .to_bytes();
+    let v: Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    if !status.is_success() {
+        let mut reason = v["error"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string());
+        if status == http::StatusCode::UNAUTHORIZED {
+            reason.push_str(" (pass --token or set CANARY_ADMIN_TOKEN)");
+        }
+        return Err(ClientError::Refused {
+            status: status.as_u16(),
+            reason,
+        });
+    }
+    Ok(v)
+}
+
+/// A status answer as a few lines for people.
+pub fn human_status(v: &Value) -> String {
+    let mut out = format!(
+        "state:    {}\ncanary:   {} at {} % ({})\nstable:   {}\n",
+        v["state"].as_str().unwrap_or("?"),
+        v["canary_version"].as_str().unwrap_or("?"),
+        v["traffic_percent"],
+        if v["canary_active"].as_bool().unwrap_or(false) {
+            "receiving traffic"
+        } else {
+            "no traffic"
+        },
+        v["stable_version"].as_str().unwrap_or("?"),
+    );
+    match v["last_rollback"].as_object() {
+        None => out.push_str("last rollback: none\n"),
+        Some(r) => {
+            out.push_str(&format!(
+                "last rollback: {} by {} ({}), version {}\n",
+                r.get("at").and_then(Value::as_str).unwrap_or("?"),
+                r.get("trigger").and_then(Value::as_str).unwrap_or("?"),
+                r.get("reason").and_then(Value::as_str).unwrap_or(""),
+                r.get("canary_version")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?"),
+            ));
+            if let Some(c) = r.get("figures").and_then(|f| f.get("canary")) {
+                out.push_str(&format!(
+                    "  canary then: {} requests, {} % errors, p99 {} s\n",
+                    c["requests"], c["error_rate"], c["p99_latency"]
+                ));
+            }
+        }
+    }
+    out
+}

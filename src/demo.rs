@@ -1,0 +1,268 @@
+//! `canary-proxy demo`: the whole idea on one machine, in one process, on loopback ephemeral
+//! ports. A healthy stable upstream, a canary upstream that turns bad part-way (errors and added
+//! latency), the real proxy with a built-in config, and a traffic generator with many user ids.
+//! It prints live progress once a second, the rollback as it fires, and a summary.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::report;
+
+pub const MIN_DURATION: Duration = Duration::from_secs(10);
+
+pub struct DemoOptions {
+    pub duration: Duration,
+    pub keep_running: bool,
+}
+
+/// An upstream that answers "ok" after a few milliseconds; once `bad` is set, one request in
+/// five fails with 503 and every answer takes 250 ms longer.
+async fn upstream(name: &'static str, bad: Arc<AtomicBool>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let count = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (bad, count) = (bad.clone(), count.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req: Request<Incoming>| {
+                    let (bad, count) = (bad.clone(), count.clone());
+                    async move {
+                        let n = count.fetch_add(1, Relaxed);
+                        let degraded = bad.load(Relaxed);
+                        let wait = 2 + n % 7 + if degraded { 250 } else { 0 };
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        let mut resp =
+                            Response::new(Full::new(Bytes::from(format!("{name} ok\n"))));
+                        if degraded && n % 5 == 0 {
+                            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn demo_config(stable: SocketAddr, canary: SocketAddr, state: &std::path::Path) -> String {
+    format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[stable]
+version = "v1.1.0"
+endpoints = ["http://{stable}"]
+[canary]
+version = "v1.2.0-canary"
+endpoints = ["http://{canary}"]
+traffic_percent = 20.0
+identity = ["header:x-user-id", "ip"]
+[rollback]
+window = "30s"
+evaluate_every = "250ms"
+min_requests = 100
+max_latency = "200ms"
+[state]
+path = "{state}"
+"#,
+        state = state.display()
+    )
+}
+
+/// Sends requests from `workers` loops until `stop`, each with one of 5,000 user ids.
+fn traffic(
+    proxy: SocketAddr,
+    workers: usize,
+    pause: Duration,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    (0..workers)
+        .map(|w| {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = w as u64;
+                while !stop.load(Relaxed) {
+                    let user = (i * 7919) % 5000;
+                    i += workers as u64;
+                    let req = Request::get(format!("http://{proxy}/checkout"))
+                        .header("x-user-id", format!("user-{user}"))
+                        .body(Empty::new());
+                    if let Ok(req) = req {
+                        if let Ok(resp) = client.request(req).await {
+                            let _ = resp.into_body().collect().await;
+                        }
+                    }
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+fn line(elapsed: Duration, m: &Value, last: &Value, dt: f64) -> String {
+    let rate = |k: &str| {
+        (m[k].as_u64().unwrap_or(0) as f64 - last[k].as_u64().unwrap_or(0) as f64).max(0.0) / dt
+    };
+    // The trigger closest to firing, by its larger scope.
+    let closest = ["error_rate", "relative_error", "latency"]
+        .iter()
+        .map(|t| {
+            let e = &m["evidence"][*t];
+            let f = |k: &str| e[k].as_f64().unwrap_or(0.0);
+            let (c, w) = (
+                f("cumulative") - f("threshold_cumulative"),
+                f("window") - f("threshold_window"),
+            );
+            if c >= w {
+                (c, *t, f("cumulative"), f("threshold_cumulative"))
+            } else {
+                (w, *t, f("window"), f("threshold_window"))
+            }
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .unwrap_or((0.0, "", 0.0, 0.0));
+    format!(
+        "{:>5.1}s  {:<11}  stable {:>6.0} req/s {:>5.2} % err p99 {:>5.0} ms | canary {:>5.0} req/s {:>5.2} % err p99 {:>5.0} ms | closest: {} {:.1} of {:.2}",
+        elapsed.as_secs_f64(),
+        m["state"].as_str().unwrap_or("?"),
+        rate("stable_requests"),
+        m["stable_error_rate"].as_f64().unwrap_or(0.0),
+        m["stable_p99_latency"].as_f64().unwrap_or(0.0) * 1000.0,
+        rate("canary_requests"),
+        m["canary_error_rate"].as_f64().unwrap_or(0.0),
+        m["canary_p99_latency"].as_f64().unwrap_or(0.0) * 1000.0,
+        closest.1,
+        closest.2,
+        closest.3,
+    )
+}
+
+/// Runs the demo; `Ok(true)` when the rollback fired.
+pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
+    let duration = opts.duration.max(MIN_DURATION);
+    let bad = Arc::new(AtomicBool::new(false));
+    let stable = upstream("stable", Arc::new(AtomicBool::new(false))).await?;
+    let canary = upstream("canary", bad.clone()).await?;
+    let dir = std::env::temp_dir().join(format!("canary-proxy-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let toml = demo_config(stable, canary, &dir.join("state.json"));
+    let config = Config::from_toml_str(&toml, "(demo)", &dir, &|_| None)?;
+    let app = App::bind(config, None).await?;
+    let (proxy, admin, control) = (app.proxy_addr(), app.admin_addr(), app.control());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run(async move {
+        let _ = stop_rx.await;
+    }));
+
+    println!("canary-proxy demo: stable v1.1.0 and canary v1.2.0-canary behind the proxy, 20 % to the canary");
+    println!("  proxy http://{proxy}   admin http://{admin}/canary/status   metrics http://{admin}/metrics");
+    let turn_bad = duration.mul_f64(0.3);
+    println!(
+        "  the canary turns bad at {:.0}s (20 % errors, +250 ms); the judge should roll it back\n",
+        turn_bad.as_secs_f64()
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = traffic(proxy, 16, Duration::ZERO, stop.clone());
+    let started = Instant::now();
+    let (mut last, mut last_at) = (report::metrics(&control), Instant::now());
+    let mut rolled_back_at = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    while started.elapsed() < duration {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        if !bad.load(Relaxed) && started.elapsed() >= turn_bad {
+            bad.store(true, Relaxed);
+            println!(
+                "{:>5.1}s  the canary degrades now",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        let status = report::status(&control);
+        if rolled_back_at.is_none() && status["state"] == "rolled_back" {
+            let at = started.elapsed();
+            rolled_back_at = Some(at);
+            let lr = &status["last_rollback"];
+            let c = &lr["figures"]["canary"];
+            println!(
+                "{:>5.1}s  ROLLED BACK by the {} trigger, {:.1}s after the canary degraded: canary {} requests, {:.1} % errors, p99 {:.0} ms. Every new request now goes to stable.",
+                at.as_secs_f64(), lr["trigger"].as_str().unwrap_or("?"), (at.saturating_sub(turn_bad)).as_secs_f64(),
+                c["requests"], c["error_rate"].as_f64().unwrap_or(0.0), c["p99_latency"].as_f64().unwrap_or(0.0) * 1000.0
+            );
+        }
+        if last_at.elapsed() >= Duration::from_millis(990) {
+            let m = report::metrics(&control);
+            println!(
+                "{}",
+                line(
+                    started.elapsed(),
+                    &m,
+                    &last,
+                    last_at.elapsed().as_secs_f64()
+                )
+            );
+            (last, last_at) = (m, Instant::now());
+        }
+    }
+    stop.store(true, Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+    let m = control.metrics.encode();
+    let total = |cohort: &str| -> f64 {
+        m.lines()
+            .filter(|l| l.starts_with(&format!("canary_requests_total{{cohort=\"{cohort}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    println!(
+        "\nsummary: {:.0} requests to stable, {:.0} to the canary in {:.0}s",
+        total("stable"),
+        total("canary"),
+        duration.as_secs_f64()
+    );
+    match rolled_back_at {
+        Some(at) => println!("  the canary was rolled back {:.1}s after it degraded, and stayed rolled back (the latch)", (at.saturating_sub(turn_bad)).as_secs_f64()),
+        None => println!("  the canary was NOT rolled back: the demo did not show what it should"),
+    }
+    if opts.keep_running {
+        println!("\nstill running (Ctrl-C to stop): proxy http://{proxy}  admin http://{admin}/canary/status");
+        println!("  try: canary-proxy status --admin http://{admin}");
+        let gentle = Arc::new(AtomicBool::new(false));
+        let _trickle = traffic(proxy, 2, Duration::from_millis(50), gentle.clone());
+        let _ = tokio::signal::ctrl_c().await;
+        gentle.store(true, Relaxed);
+    }
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(rolled_back_at.is_some())
+}
