@@ -135,6 +135,7 @@ impl App {
             header_read: c.timeouts.header_read,
             idle: c.timeouts.idle,
             drain: c.timeouts.drain,
+            max_head_bytes: c.limits.max_header_bytes + c.limits.max_uri_bytes + 16 * 1024,
         };
         let proxy = tokio::spawn(serve(
             self.proxy_listener,

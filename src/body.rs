@@ -4,10 +4,12 @@
 //! own. `UpstreamBody` is what we send upstream: the client's stream, watched so that we know
 //! when it was handed over in full (latency starts there) and whether the client failed it.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -68,8 +70,19 @@ pub struct BodyWatch {
     /// nothing was sent, so a failed connect may be retried on another endpoint.
     pending: Mutex<Option<Incoming>>,
     sent_at: OnceLock<Instant>,
-    client_failed: AtomicBool,
+    /// 0: fine; `ABORTED`: the client's body broke; `STALLED`: it stopped past `body_read`.
+    client_failed: AtomicU8,
     done: Notify,
+}
+
+const ABORTED: u8 = 1;
+const STALLED: u8 = 2;
+
+/// How the client failed its request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFailure {
+    Aborted,
+    Stalled,
 }
 
 impl BodyWatch {
@@ -90,21 +103,25 @@ impl BodyWatch {
         self.sent_at.get().copied()
     }
 
-    pub fn client_failed(&self) -> bool {
-        self.client_failed.load(Ordering::Relaxed)
+    pub fn client_failed(&self) -> Option<ClientFailure> {
+        match self.client_failed.load(Ordering::Relaxed) {
+            ABORTED => Some(ClientFailure::Aborted),
+            STALLED => Some(ClientFailure::Stalled),
+            _ => None,
+        }
     }
 
     /// Resolves once the body has ended or failed.
     pub async fn finished(&self) {
-        if self.sent_at.get().is_some() || self.client_failed() {
+        if self.sent_at.get().is_some() || self.client_failed().is_some() {
             return;
         }
         self.done.notified().await
     }
 
-    fn finish(&self, failed: bool) {
-        if failed {
-            self.client_failed.store(true, Ordering::Relaxed);
+    fn finish(&self, failed: Option<u8>) {
+        if let Some(how) = failed {
+            self.client_failed.store(how, Ordering::Relaxed);
         } else {
             let _ = self.sent_at.set(Instant::now());
         }
@@ -118,27 +135,50 @@ pub enum UpstreamBody {
     Watched {
         watch: Arc<BodyWatch>,
         body: Option<Incoming>,
+        /// Reset on every frame: a client that sends nothing for `body_read` has stalled.
+        stall: Pin<Box<tokio::time::Sleep>>,
+        body_read: Duration,
     },
 }
 
 impl UpstreamBody {
-    pub fn watched(watch: &Arc<BodyWatch>) -> Self {
+    pub fn watched(watch: &Arc<BodyWatch>, body_read: Duration) -> Self {
         UpstreamBody::Watched {
             watch: watch.clone(),
             body: None,
+            stall: Box::pin(tokio::time::sleep(body_read)),
+            body_read,
         }
     }
 }
 
+/// The error a stalled body ends with: hyper's client then abandons the upstream request.
+#[derive(Debug)]
+pub struct BodyStalled;
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client's request body stalled")
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let UpstreamBody::Watched { watch, body } = self.get_mut() else {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let UpstreamBody::Watched {
+            watch,
+            body,
+            stall,
+            body_read,
+        } = self.get_mut()
+        else {
             return Poll::Ready(None);
         };
         if body.is_none() {
@@ -149,14 +189,25 @@ impl Body for UpstreamBody {
         };
         let polled = Pin::new(inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(None) => watch.finish(false),
-            Poll::Ready(Some(Err(_))) => watch.finish(true),
-            Poll::Ready(Some(Ok(_))) if body.as_ref().is_some_and(|b| b.is_end_stream()) => {
-                watch.finish(false)
+            Poll::Ready(None) => watch.finish(None),
+            Poll::Ready(Some(Err(_))) => watch.finish(Some(ABORTED)),
+            Poll::Ready(Some(Ok(_))) => {
+                if body.as_ref().is_some_and(|b| b.is_end_stream()) {
+                    watch.finish(None)
+                } else {
+                    stall
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + *body_read);
+                }
             }
-            _ => {}
+            Poll::Pending => {
+                if stall.as_mut().poll(cx).is_ready() {
+                    watch.finish(Some(STALLED));
+                    return Poll::Ready(Some(Err(Box::new(BodyStalled))));
+                }
+            }
         }
-        polled
+        polled.map(|f| f.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -166,7 +217,7 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
-            UpstreamBody::Watched { watch, body } => match body {
+            UpstreamBody::Watched { watch, body, .. } => match body {
                 Some(b) => b.size_hint(),
                 None => watch
                     .pending

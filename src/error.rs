@@ -18,8 +18,10 @@ pub enum ExchangeError {
     Reset,
     /// The upstream answered something that is not HTTP.
     Protocol,
-    /// The client's request body failed (it hung up or stalled): the client's fault.
+    /// The client's request body broke off: the client's fault.
     ClientBody,
+    /// The client's request body stalled past `timeouts.body_read`: the client's fault.
+    ClientStalled,
 }
 
 /// Who caused a failure, which decides whether it counts against a cohort.
@@ -34,6 +36,7 @@ impl ExchangeError {
         match self {
             ExchangeError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ExchangeError::ClientBody => StatusCode::BAD_REQUEST,
+            ExchangeError::ClientStalled => StatusCode::REQUEST_TIMEOUT,
             ExchangeError::Connect | ExchangeError::Reset | ExchangeError::Protocol => {
                 StatusCode::BAD_GATEWAY
             }
@@ -42,7 +45,7 @@ impl ExchangeError {
 
     pub fn blame(self) -> Blame {
         match self {
-            ExchangeError::ClientBody => Blame::Client,
+            ExchangeError::ClientBody | ExchangeError::ClientStalled => Blame::Client,
             _ => Blame::Upstream,
         }
     }
@@ -55,6 +58,7 @@ impl ExchangeError {
             ExchangeError::Reset => "reset",
             ExchangeError::Protocol => "protocol",
             ExchangeError::ClientBody => "client_body",
+            ExchangeError::ClientStalled => "body_timeout",
         }
     }
 
@@ -67,14 +71,20 @@ impl ExchangeError {
             }
             ExchangeError::Protocol => "bad gateway: the upstream sent an invalid response\n",
             ExchangeError::ClientBody => "bad request: the request body could not be read\n",
+            ExchangeError::ClientStalled => "request timeout: the request body stalled\n",
         }
     }
 
     /// Classifies an error of the pooled client. `client_body_failed` says whether our own
     /// request-body stream saw the client fail first.
-    pub fn classify(err: &hyper_util::client::legacy::Error, client_body_failed: bool) -> Self {
-        if client_body_failed {
-            return ExchangeError::ClientBody;
+    pub fn classify(
+        err: &hyper_util::client::legacy::Error,
+        client: Option<crate::body::ClientFailure>,
+    ) -> Self {
+        match client {
+            Some(crate::body::ClientFailure::Aborted) => return ExchangeError::ClientBody,
+            Some(crate::body::ClientFailure::Stalled) => return ExchangeError::ClientStalled,
+            None => {}
         }
         if err.is_connect() {
             return ExchangeError::Connect;

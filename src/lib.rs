@@ -6,10 +6,12 @@
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod checks;
 pub mod cli;
 pub mod client;
 pub mod cohort;
 pub mod config;
+pub mod conn;
 pub mod control;
 pub mod demo;
 pub mod error;

@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::HOST;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, Uri, Version};
 use hyper::body::{Body, Incoming};
 
 use crate::body::{BodyWatch, ProxyBody, UpstreamBody};
@@ -50,7 +49,7 @@ impl Proxy {
 
     pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
         let table = self.router.load();
-        if let Err((reason, status, msg)) = check(&req) {
+        if let Err((reason, status, msg)) = crate::checks::check(&req, &table.config.limits) {
             self.metrics.reject(reason);
             let mut resp = plain(status, msg);
             resp.headers_mut().insert(
@@ -111,10 +110,17 @@ impl Proxy {
                             identity,
                         },
                     );
+                    plain(err.status(), err.message())
                 } else {
-                    self.metrics.reject("client_body");
+                    // The client broke its own request: answer if it still listens, then close.
+                    self.metrics.reject(err.kind());
+                    let mut resp = plain(err.status(), err.message());
+                    resp.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                    resp
                 }
-                plain(err.status(), err.message())
             }
         };
         if table.config.canary.expose_headers {
@@ -202,7 +208,7 @@ impl Proxy {
         };
         parts.version = Version::HTTP_11;
         let body = match watch {
-            Some(w) => UpstreamBody::watched(w),
+            Some(w) => UpstreamBody::watched(w, table.config.timeouts.body_read),
             None => UpstreamBody::Empty,
         };
         let req = Request::from_parts(parts, body);
@@ -245,7 +251,7 @@ impl Proxy {
                 Ok((resp, latency))
             }
             Err(e) => {
-                let err = ExchangeError::classify(&e, watch.is_some_and(|w| w.client_failed()));
+                let err = ExchangeError::classify(&e, watch.and_then(|w| w.client_failed()));
                 if err == ExchangeError::Connect {
                     pool.mark_failed(i);
                 }
@@ -258,26 +264,4 @@ impl Proxy {
             }
         }
     }
-}
-
-type Rejection = (&'static str, StatusCode, &'static str);
-
-/// Requests refused before routing.
-fn check(req: &Request<Incoming>) -> Result<(), Rejection> {
-    let hosts = req.headers().get_all(HOST).iter().count();
-    if hosts > 1 {
-        return Err((
-            "bad_request",
-            StatusCode::BAD_REQUEST,
-            "bad request: more than one Host header\n",
-        ));
-    }
-    if hosts == 0 && req.version() == Version::HTTP_11 && req.uri().authority().is_none() {
-        return Err((
-            "bad_request",
-            StatusCode::BAD_REQUEST,
-            "bad request: missing Host header\n",
-        ));
-    }
-    Ok(())
 }

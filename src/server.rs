@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::body::ProxyBody;
+use crate::conn::{ConnState, GuardedIo, InflightGuard};
 use crate::error::plain;
 use crate::metrics::Metrics;
 use crate::proxy::Conn;
@@ -35,18 +36,57 @@ pub struct ServeOptions {
     pub header_read: Duration,
     pub idle: Duration,
     pub drain: Duration,
+    /// The request head may hold this much (URI and headers); checked exactly by the handler,
+    /// bounded here by hyper's read buffer.
+    pub max_head_bytes: usize,
+}
+
+/// A response body that keeps its request counted as in flight until it is dropped.
+struct Tracked {
+    body: ProxyBody,
+    _guard: InflightGuard,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 fn builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // Head deadlines are `GuardedIo`'s (hyper's own closes without a 408). The read buffer
+    // bounds what a head can cost; the exact 414/431 limits are the handler's.
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read)
+        .header_read_timeout(None)
+        .max_buf_size(opts.max_head_bytes.max(8192))
+        .max_headers(256)
         .keep_alive(true);
+    // HTTP/2: bounded streams, bounded header lists (CONTINUATION floods are cut by the list
+    // size), and a cap on streams a client may open and reset (rapid reset, CVE-2023-44487).
     b.http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(opts.max_head_bytes.min(u32::MAX as usize) as u32)
+        .max_pending_accept_reset_streams(Some(64))
+        .max_local_error_reset_streams(Some(256))
         .keep_alive_interval(Some(opts.idle / 2))
-        .max_concurrent_streams(256);
+        .keep_alive_timeout(Duration::from_secs(20));
     b
 }
 
@@ -77,14 +117,26 @@ pub async fn serve<H: Handler>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
         let conn = Conn { peer, tls: false };
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let handler = handler.clone();
+                let state = ConnState::new(metrics.clone());
+                let io = TokioIo::new(GuardedIo::new(
+                    stream,
+                    state.clone(),
+                    opts.header_read,
+                    opts.idle,
+                ));
                 let svc = service_fn(move |req| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handler.call(req, conn).await) }
+                    let (handler, guard) = (handler.clone(), state.begin());
+                    async move {
+                        let resp = handler.call(req, conn).await;
+                        Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked {
+                            body,
+                            _guard: guard,
+                        }))
+                    }
                 });
                 let served =
                     graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
@@ -97,7 +149,7 @@ pub async fn serve<H: Handler>(
             }
             Err(_) => {
                 metrics.reject("over_capacity");
-                tokio::spawn(refuse(io, peer, opts.header_read));
+                tokio::spawn(refuse(TokioIo::new(stream), peer, opts.header_read));
             }
         }
     }

@@ -6,6 +6,7 @@ mod cli;
 mod cohorts;
 mod faults;
 mod forwarding;
+mod hostile;
 mod latch;
 mod operator;
 mod rollback;

@@ -1,0 +1,172 @@
+//! The deadlines hyper does not keep for us, on each accepted connection: a request head must
+//! arrive whole within `timeouts.header_read` (else 408 and close), a connection with nothing in
+//! flight is closed after `timeouts.idle`, and one that never finishes its first request head
+//! (or HTTP/2 preface) is closed after `header_read`.
+//!
+//! `GuardedIo` wraps the socket and learns from `ConnState` whether a request is in flight: the
+//! server counts a request from the service call until its response body is dropped.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::metrics::Metrics;
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 54\r\nconnection: close\r\n\r\nrequest timeout: the request head did not arrive whole\n";
+
+/// What the server and the socket wrapper share about one connection.
+pub struct ConnState {
+    inflight: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+impl ConnState {
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(ConnState {
+            inflight: AtomicUsize::new(0),
+            metrics,
+        })
+    }
+
+    /// A request is in flight until the guard is dropped (with its response body).
+    pub fn begin(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        InflightGuard(self.clone())
+    }
+}
+
+pub struct InflightGuard(Arc<ConnState>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nothing of a new request yet: closed silently at the deadline.
+    Idle,
+    /// Part of a request head has arrived: 408 at the deadline.
+    Head,
+    /// A request is in flight: no deadline here (body and upstream timeouts apply).
+    Busy,
+}
+
+pub struct GuardedIo<I> {
+    inner: I,
+    state: Arc<ConnState>,
+    phase: Phase,
+    timer: Pin<Box<Sleep>>,
+    header_read: Duration,
+    idle: Duration,
+    /// Decided by the first bytes: HTTP/2 never gets an HTTP/1 408 written into it.
+    h2: Option<bool>,
+}
+
+impl<I> GuardedIo<I> {
+    pub fn new(inner: I, state: Arc<ConnState>, header_read: Duration, idle: Duration) -> Self {
+        GuardedIo {
+            inner,
+            state,
+            phase: Phase::Idle,
+            // The first request head (or preface) gets header_read, not the idle allowance.
+            timer: Box::pin(tokio::time::sleep(header_read)),
+            header_read,
+            idle,
+            h2: None,
+        }
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let busy = this.state.inflight.load(Ordering::Acquire) > 0;
+        if busy && this.phase != Phase::Busy {
+            this.phase = Phase::Busy;
+            // Re-checked every `idle` while busy: a connection that went quiet without a read
+            // to notice it is still closed, within twice the idle allowance.
+            this.timer.as_mut().reset(Instant::now() + this.idle);
+        } else if !busy && this.phase == Phase::Busy {
+            this.phase = Phase::Idle;
+            this.timer.as_mut().reset(Instant::now() + this.idle);
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let got = &buf.filled()[before..];
+                if this.h2.is_none() && !got.is_empty() {
+                    this.h2 = Some(got.starts_with(&H2_PREFACE[..got.len().min(H2_PREFACE.len())]));
+                }
+                // HTTP/2 frames between streams (pings, settings) are not a request head.
+                if !got.is_empty() && this.phase == Phase::Idle && this.h2 != Some(true) {
+                    this.phase = Phase::Head;
+                    this.timer.as_mut().reset(Instant::now() + this.header_read);
+                }
+                return Poll::Ready(Ok(()));
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+        if this.timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if this.phase == Phase::Busy {
+            // Still serving: look again later. Not busy any more: the idle allowance starts.
+            this.phase = if busy { Phase::Busy } else { Phase::Idle };
+            this.timer.as_mut().reset(Instant::now() + this.idle);
+            let _ = this.timer.as_mut().poll(cx);
+            return Poll::Pending;
+        }
+        if this.phase == Phase::Head {
+            this.state.metrics.reject("header_timeout");
+            // Best effort: the socket's buffer is empty while we wait for a head.
+            let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
+        }
+        // End of stream: hyper closes the connection.
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for GuardedIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,372 @@
+//! Hostile input, sent as raw bytes: request smuggling attempts, bad heads, oversized heads and
+//! targets, slowloris and slow POST; and misbehaving upstreams. The recording upstream shows
+//! exactly what arrived; the proxy keeps serving after each.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::*;
+
+/// Writes `bytes`, then reads until the proxy closes (or `limit`): everything it answered.
+async fn raw(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_of(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn proxy(extra_timeouts: &str, limits: &str) -> (TestProxy, Upstream, Upstream) {
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.percent = 0.0;
+    cfg.extra = format!("{extra_timeouts}\n[limits]\n{limits}\n");
+    (start_proxy(&cfg.toml()).await, s, k)
+}
+
+#[tokio::test]
+async fn smuggling_attempts_never_reach_the_upstream() {
+    let (proxy, s, _k) = proxy("", "").await;
+    let cases: &[(&str, &[u8], u16)] = &[
+        ("two lengths", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\nhelloGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        ("chunked twice", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400),
+        ("gzip then chunked", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+        ("missing host", b"GET / HTTP/1.1\r\n\r\n", 400),
+        ("doubled host", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        ("absolute form against host", b"GET http://evil.example/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        ("CR in a value", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\rc\r\n\r\n", 400),
+        ("invalid method", b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        ("space in the target", b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ];
+    for (name, bytes, want) in cases {
+        let answer = raw(proxy.addr, bytes, Duration::from_secs(3)).await;
+        assert_eq!(status_of(&answer), *want, "{name}: {answer:?}");
+        assert_eq!(
+            answer.matches("HTTP/1.1 ").count(),
+            1,
+            "{name}: one answer, then close: {answer:?}"
+        );
+    }
+    // Content-Length with Transfer-Encoding: hyper drops the length and reads one chunked
+    // request, then closes; the tail is never read as a second request.
+    let answer = raw(proxy.addr, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n", Duration::from_secs(3)).await;
+    assert!(matches!(status_of(&answer), 200 | 400), "{answer:?}");
+    assert_eq!(
+        answer.matches("HTTP/1.1 ").count(),
+        1,
+        "one answer, then close: {answer:?}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer:?}"
+    );
+    assert!(
+        s.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| r.path == "/" && r.method == "POST"),
+        "no smuggled request"
+    );
+    s.seen.lock().unwrap().clear();
+    assert_eq!(
+        s.count(),
+        0,
+        "nothing reached the upstream: {:?}",
+        s.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.path.clone())
+            .collect::<Vec<_>>()
+    );
+
+    // `CHUNKED` is chunked: accepted, and re-framed towards the upstream.
+    let answer = raw(proxy.addr, b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n", Duration::from_secs(3)).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert!(
+        answer.contains("\r\n\r\n5 "),
+        "the upstream got exactly 5 bytes: {answer}"
+    );
+    assert_eq!(s.count(), 1);
+    let te = s
+        .last()
+        .headers
+        .get("transfer-encoding")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert!(
+        te.as_deref().is_none_or(|t| t == "chunked"),
+        "re-framed, not forwarded as sent: {te:?}"
+    );
+    let m = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    // The two accepted chunked requests, and none of the refusals.
+    assert!(
+        m.contains(r#"canary_requests_total{cohort="stable",version="v1.1.0"} 2"#),
+        "refusals are not cohort requests: {m}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_targets_get_414_and_oversized_heads_431() {
+    let (proxy, s, _k) = proxy("", "max_header_bytes = 8192\nmax_uri_bytes = 1024").await;
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "u".repeat(2000));
+    assert_eq!(
+        status_of(&raw(proxy.addr, long_uri.as_bytes(), Duration::from_secs(3)).await),
+        414
+    );
+    let big_head = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "h".repeat(9000)
+    );
+    assert_eq!(
+        status_of(&raw(proxy.addr, big_head.as_bytes(), Duration::from_secs(3)).await),
+        431
+    );
+    let both = format!(
+        "GET /{} HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "u".repeat(2000),
+        "h".repeat(9000)
+    );
+    assert_eq!(
+        status_of(&raw(proxy.addr, both.as_bytes(), Duration::from_secs(3)).await),
+        414,
+        "414 is checked first"
+    );
+    // Far past any limit: hyper's bounded buffer answers 431 without reading it all.
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "h".repeat(200_000)
+    );
+    assert_eq!(
+        status_of(&raw(proxy.addr, huge.as_bytes(), Duration::from_secs(3)).await),
+        431
+    );
+    assert_eq!(s.count(), 0);
+    assert_eq!(
+        get(&client(), &proxy.url("/"), &[]).await.status,
+        200,
+        "still serving"
+    );
+    let m = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    assert!(
+        m.contains(r#"canary_rejected_total{reason="uri_too_long"} 2"#),
+        "{m}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_and_slow_post_are_cut_off_while_others_are_served() {
+    let (proxy, s, _k) = proxy("header_read = \"400ms\"\nbody_read = \"400ms\"", "").await;
+    let started = Instant::now();
+    // Slowloris: half a head, then nothing.
+    let loris = tokio::spawn(raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: 1\r\n",
+        Duration::from_secs(5),
+    ));
+    // Slow POST: the head whole, ten bytes of a hundred, then nothing.
+    let slow_post = tokio::spawn(raw(
+        proxy.addr,
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789",
+        Duration::from_secs(5),
+    ));
+    // Meanwhile, others are served.
+    for _ in 0..20 {
+        assert_eq!(get(&client(), &proxy.url("/"), &[]).await.status, 200);
+    }
+    let (loris, slow_post) = (loris.await.unwrap(), slow_post.await.unwrap());
+    assert_eq!(status_of(&loris), 408, "{loris:?}");
+    assert_eq!(status_of(&slow_post), 408, "{slow_post:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "cut off by the timeouts, not the test's limit"
+    );
+    // A connection that never sends a byte is closed too (silently).
+    let silent = raw(proxy.addr, b"", Duration::from_secs(5)).await;
+    assert_eq!(silent, "");
+    let m = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    assert!(
+        m.contains(r#"canary_rejected_total{reason="header_timeout"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"canary_rejected_total{reason="body_timeout"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"canary_errors_total{cohort="stable",version="v1.1.0"} 0"#),
+        "a stalled client is not the cohort's error: {m}"
+    );
+    assert!(s.count() >= 20);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_upload_is_not_the_cohorts_error_and_upload_time_is_not_latency()
+{
+    let (proxy, _s, _k) = proxy("", "").await;
+    let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+    c.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(c);
+    // A slow but steady upload: 1.2 s of sending, then a fast answer.
+    let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+    c.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for b in b"abcdef" {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c.write_all(&[*b]).await.unwrap();
+    }
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    assert_eq!(status_of(&out), 200, "{out}");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let m = admin_json(&proxy, "/canary/metrics").await;
+    assert_eq!(
+        m["stable_requests"], 1,
+        "the hung-up upload is not a cohort request"
+    );
+    assert_eq!(m["stable_errors"], 0);
+    let text = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    assert!(
+        text.contains(r#"canary_requests_total{cohort="stable",version="v1.1.0"} 1"#),
+        "only the finished upload counts: {text}"
+    );
+    assert!(
+        text.contains(r#"canary_errors_total{cohort="stable",version="v1.1.0"} 0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"canary_latency_seconds_bucket{cohort="stable",version="v1.1.0",le="0.25"} 1"#
+        ),
+        "the slow upload is not the upstream's latency: {text}"
+    );
+    proxy.stop().await;
+}
+
+/// An upstream that answers every connection with `reply` and closes.
+async fn raw_upstream(reply: &'static [u8]) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(reply).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_mid_body_resets_from_upstreams() {
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.percent = 0.0;
+    cfg.stable = vec![raw_upstream(b"THIS IS NOT HTTP\r\n\r\n").await];
+    let p = start_proxy(&cfg.toml()).await;
+    let got = get(&client(), &p.url("/"), &[]).await;
+    assert_eq!(got.status, 502, "{}", got.body);
+    p.stop().await;
+
+    cfg.stable =
+        vec![raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nonly ten b").await];
+    let p = start_proxy(&cfg.toml()).await;
+    for _ in 0..3 {
+        let answer = raw(
+            p.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            Duration::from_secs(3),
+        )
+        .await;
+        // Either the head went out and the body stops short, or the connection closed first.
+        let complete = answer.contains("content-length: 1000")
+            && answer
+                .split("\r\n\r\n")
+                .nth(1)
+                .is_some_and(|b| b.len() >= 1000);
+        assert!(
+            !complete,
+            "the client sees an aborted response, never a complete-looking one: {answer:?}"
+        );
+        assert!(answer.is_empty() || status_of(&answer) == 200, "{answer:?}");
+    }
+    assert_eq!(
+        get(&client(), &format!("http://{}/healthz", p.admin), &[])
+            .await
+            .status,
+        200,
+        "still serving"
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_past_the_cap_gets_503_and_then_service_again() {
+    let (proxy, _s, _k) = proxy("header_read = \"5s\"", "max_connections = 20").await;
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+        c.write_all(b"GET /sleep/1 HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        held.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut refused = 0;
+    for _ in 0..10 {
+        let answer = raw(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            Duration::from_secs(3),
+        )
+        .await;
+        if status_of(&answer) == 503 {
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused, 10,
+        "every connection past the cap is refused with 503"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        get(&client(), &proxy.url("/"), &[]).await.status,
+        200,
+        "served again once connections close"
+    );
+    let m = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    assert!(
+        m.contains(r#"canary_rejected_total{reason="over_capacity"} 10"#),
+        "{m}"
+    );
+    proxy.stop().await;
+}
