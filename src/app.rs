@@ -151,7 +151,8 @@ impl App {
             self.metrics.clone(),
             stopped(stop_rx.clone()),
         ));
-        let evaluator = tokio::spawn(self.control.clone().run_evaluator(stopped(stop_rx)));
+        let evaluator = tokio::spawn(self.control.clone().run_evaluator(stopped(stop_rx.clone())));
+        let watcher = tokio::spawn(self.control.clone().run_watcher(stopped(stop_rx)));
         tracing::info!(
             proxy = %proxy_addr, admin = %admin_addr,
             stable = %c.stable.version, canary = %c.canary.version,
@@ -164,6 +165,10 @@ impl App {
         let _ = proxy.await;
         let _ = admin.await;
         let _ = evaluator.await;
+        let _ = watcher.await;
+        if let Err(e) = self.control.flush().await {
+            tracing::error!(error = %e, "could not flush the state file");
+        }
         tracing::info!("stopped");
     }
 }

@@ -16,6 +16,8 @@ use crate::recorder::Recorder;
 use crate::routing::{CanaryState, Router, RoutingTable};
 use crate::state::{self, LatchState, RollbackRecord, StateError};
 
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// The call does not fit the current state (409).
@@ -324,6 +326,50 @@ impl Control {
             before: old.state,
             after: table.state,
         })
+    }
+
+    /// Writes the latch as it stands (at shutdown).
+    pub async fn flush(&self) -> Result<(), StateError> {
+        let table = self.router.load();
+        let rolled_back = table.state == CanaryState::RolledBack;
+        self.persist(
+            &table.config.state.path,
+            &table.config.canary.version,
+            rolled_back,
+        )
+        .await
+    }
+
+    /// Reloads when the config file's content changes on disk: polled every second, applied
+    /// once it has been stable for one more poll (editors and ConfigMap swaps write in steps).
+    pub async fn run_watcher(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        let Some(path) = self.config_path.clone() else {
+            return;
+        };
+        let mut stop = std::pin::pin!(stop);
+        let read = |p: &std::path::Path| std::fs::read(p).ok();
+        let mut applied = read(&path);
+        let mut pending: Option<Vec<u8>> = None;
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(WATCH_EVERY) => {}
+            }
+            let now = read(&path);
+            if now == applied {
+                pending = None;
+                continue;
+            }
+            if pending.is_some() && pending == now {
+                tracing::info!(file = %path.display(), "the config file changed on disk: reloading");
+                // A refused reload is logged by `reload`; the old config keeps serving.
+                let _ = self.reload(None).await;
+                applied = now;
+                pending = None;
+            } else {
+                pending = now;
+            }
+        }
     }
 
     async fn persist(

@@ -160,6 +160,18 @@ fn run(path: &Path) -> ExitCode {
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
+        let control = app.control();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the config");
+                // A refused reload is logged by `reload`; the old config keeps serving.
+                let _ = control.reload(None).await;
+            }
+        });
         app.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })

@@ -8,6 +8,7 @@ mod faults;
 mod forwarding;
 mod hostile;
 mod latch;
+mod lifecycle;
 mod operator;
 mod rollback;
 mod streaming;
