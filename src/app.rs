@@ -19,7 +19,6 @@ use crate::recorder::Recorder;
 use crate::routing::{Router, RoutingTable};
 use crate::server::{serve, Handler, ServeOptions};
 use crate::state::{self, StateError};
-use crate::upstream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -90,8 +89,12 @@ impl App {
             config_path,
             last_rollback,
         ));
-        let client = upstream::client(&config.timeouts);
-        let proxy = Arc::new(Proxy::new(router, recorder, metrics.clone(), client));
+        let proxy = Arc::new(Proxy::new(
+            router,
+            recorder,
+            metrics.clone(),
+            &config.timeouts,
+        ));
         let admin = Arc::new(Admin {
             control: control.clone(),
             ready: Default::default(),

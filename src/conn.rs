@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -25,6 +25,8 @@ const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text
 /// What the server and the socket wrapper share about one connection.
 pub struct ConnState {
     inflight: AtomicUsize,
+    /// After a `101`, the connection is a tunnel: no HTTP deadlines apply any more.
+    upgraded: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -32,8 +34,13 @@ impl ConnState {
     pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(ConnState {
             inflight: AtomicUsize::new(0),
+            upgraded: AtomicBool::new(false),
             metrics,
         })
+    }
+
+    pub fn mark_upgraded(&self) {
+        self.upgraded.store(true, Ordering::Release);
     }
 
     /// A request is in flight until the guard is dropped (with its response body).
@@ -94,6 +101,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.state.upgraded.load(Ordering::Acquire) {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
         let busy = this.state.inflight.load(Ordering::Acquire) > 0;
         if busy && this.phase != Phase::Busy {
             this.phase = Phase::Busy;

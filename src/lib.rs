@@ -27,5 +27,6 @@ pub mod report;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod tunnel;
 pub mod upstream;
 pub mod window;

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Request, Response, Uri, Version};
+use http::header::{TE, UPGRADE};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
 
 use crate::body::{BodyWatch, ProxyBody, UpstreamBody};
@@ -16,6 +17,7 @@ use crate::identity::{client_ip, identify, IpText};
 use crate::metrics::Metrics;
 use crate::recorder::{Exchange, Recorder};
 use crate::routing::{Router, RoutingTable};
+use crate::tunnel;
 use crate::upstream::{Pool, UpstreamClient};
 
 pub struct Proxy {
@@ -23,6 +25,7 @@ pub struct Proxy {
     pub recorder: Arc<Recorder>,
     pub metrics: Arc<Metrics>,
     client: UpstreamClient,
+    h2_client: UpstreamClient,
 }
 
 /// The connection a request came in on.
@@ -37,17 +40,18 @@ impl Proxy {
         router: Arc<Router>,
         recorder: Arc<Recorder>,
         metrics: Arc<Metrics>,
-        client: UpstreamClient,
+        timeouts: &crate::config::Timeouts,
     ) -> Self {
         Proxy {
             router,
             recorder,
             metrics,
-            client,
+            client: crate::upstream::client(timeouts, false),
+            h2_client: crate::upstream::client(timeouts, true),
         }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
         let table = self.router.load();
         if let Err((reason, status, msg)) = crate::checks::check(&req, &table.config.limits) {
             self.metrics.reject(reason);
@@ -66,8 +70,15 @@ impl Proxy {
         let (cohort, placement) = table.route(id.map(|(_, v)| v));
         let pool = table.pool(cohort).clone();
 
+        let upgrade = tunnel::requested(&req);
+        let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let grpc = is_grpc(&req);
         let (mut parts, body) = req.into_parts();
         let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
+        let te_trailers = parts
+            .headers
+            .get(TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         headers::strip_hop_by_hop(&mut parts.headers);
         let hop = Hop {
             peer,
@@ -77,8 +88,17 @@ impl Proxy {
             cohort: &table.cohort_headers[cohort.index()],
         };
         headers::to_upstream(&mut parts.headers, &hop);
+        if let Some(u) = &upgrade {
+            tunnel::ask(&mut parts.headers, u);
+        }
+        if grpc && te_trailers {
+            // gRPC needs it end to end, and it is the one TE HTTP/2 allows.
+            parts
+                .headers
+                .insert(TE, HeaderValue::from_static("trailers"));
+        }
 
-        let outcome = self.forward(&table, &pool, parts, body).await;
+        let outcome = self.forward(&table, &pool, parts, body, grpc).await;
         let identity = placement.map(|p| p.digest);
         let mut resp = match outcome {
             Ok((mut resp, latency)) => {
@@ -94,8 +114,20 @@ impl Proxy {
                         identity,
                     },
                 );
+                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                let agreed = resp.headers().get(UPGRADE).cloned();
                 headers::strip_hop_by_hop(resp.headers_mut());
-                resp.map(ProxyBody::Upstream)
+                match (switching, client_side, agreed) {
+                    (true, Some(client_side), Some(agreed)) => {
+                        tokio::spawn(tunnel::splice(client_side, hyper::upgrade::on(&mut resp)));
+                        tunnel::ask(resp.headers_mut(), &agreed);
+                        resp.map(|_| ProxyBody::empty())
+                    }
+                    (true, _, _) => {
+                        plain(StatusCode::BAD_GATEWAY, ExchangeError::Protocol.message())
+                    }
+                    _ => resp.map(ProxyBody::Upstream),
+                }
             }
             Err((err, latency)) => {
                 if err.blame() == Blame::Upstream {
@@ -150,6 +182,7 @@ impl Proxy {
         pool: &Pool,
         parts: http::request::Parts,
         body: Incoming,
+        grpc: bool,
     ) -> Result<(Response<Incoming>, std::time::Duration), (ExchangeError, std::time::Duration)>
     {
         let watch = (!body.is_end_stream()).then(|| BodyWatch::new(body));
@@ -164,7 +197,7 @@ impl Proxy {
         });
         let first = pool.pick(None);
         let result = self
-            .attempt(table, pool, first, parts, watch.as_ref())
+            .attempt(table, pool, first, parts, watch.as_ref(), grpc)
             .await;
         match (result, spare) {
             (Err((ExchangeError::Connect, _)), Some((method, uri, headers)))
@@ -175,7 +208,7 @@ impl Proxy {
                 parts.uri = uri;
                 parts.headers = headers;
                 let second = pool.pick(Some(first));
-                self.attempt(table, pool, second, parts, watch.as_ref())
+                self.attempt(table, pool, second, parts, watch.as_ref(), grpc)
                     .await
             }
             (result, _) => result,
@@ -189,6 +222,7 @@ impl Proxy {
         i: usize,
         mut parts: http::request::Parts,
         watch: Option<&Arc<BodyWatch>>,
+        grpc: bool,
     ) -> Result<(Response<Incoming>, std::time::Duration), (ExchangeError, std::time::Duration)>
     {
         let endpoint = &pool.endpoints[i].config;
@@ -206,7 +240,13 @@ impl Proxy {
             Ok(u) => u,
             Err(_) => return Err((ExchangeError::Protocol, std::time::Duration::ZERO)),
         };
-        parts.version = Version::HTTP_11;
+        // gRPC goes over HTTP/2 (h2c): it needs trailers and streams; the rest over HTTP/1.1.
+        parts.version = if grpc {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let client = if grpc { &self.h2_client } else { &self.client };
         let body = match watch {
             Some(w) => UpstreamBody::watched(w, table.config.timeouts.body_read),
             None => UpstreamBody::Empty,
@@ -214,7 +254,7 @@ impl Proxy {
         let req = Request::from_parts(parts, body);
         let timeout = table.config.timeouts.request;
         let started = Instant::now();
-        let mut pending = std::pin::pin!(self.client.request(req));
+        let mut pending = std::pin::pin!(client.request(req));
 
         // The request timeout and the latency start once the body is handed over in full.
         if let Some(w) = watch {
@@ -264,4 +304,13 @@ impl Proxy {
             }
         }
     }
+}
+
+/// A gRPC call: HTTP/2 with a gRPC content type.
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_2
+        && req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }

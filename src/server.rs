@@ -129,9 +129,12 @@ pub async fn serve<H: Handler>(
                     opts.idle,
                 ));
                 let svc = service_fn(move |req| {
-                    let (handler, guard) = (handler.clone(), state.begin());
+                    let (handler, guard, state) = (handler.clone(), state.begin(), state.clone());
                     async move {
                         let resp = handler.call(req, conn).await;
+                        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                            state.mark_upgraded();
+                        }
                         Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked {
                             body,
                             _guard: guard,

@@ -21,7 +21,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// The pooled client shared by every pool: keep-alive per endpoint, `TCP_NODELAY`, the
 /// connect timeout, and the idle timeout of `timeouts.idle`.
-pub fn client(timeouts: &Timeouts) -> UpstreamClient {
+/// `h2` makes an HTTP/2-only client (h2c with prior knowledge), for gRPC.
+pub fn client(timeouts: &Timeouts, h2: bool) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(timeouts.connect));
@@ -30,6 +31,7 @@ pub fn client(timeouts: &Timeouts) -> UpstreamClient {
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(timeouts.idle)
         .pool_max_idle_per_host(1024)
+        .http2_only(h2)
         .build(connector)
 }
 

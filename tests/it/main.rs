@@ -10,6 +10,7 @@ mod hostile;
 mod latch;
 mod lifecycle;
 mod operator;
+mod protocols;
 mod rollback;
 mod streaming;
 mod support;

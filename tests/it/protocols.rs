@@ -1,0 +1,159 @@
+//! Protocols beyond plain HTTP/1.1: a real WebSocket echo through the proxy (tunnelled both
+//! ways, counted once), and a gRPC-shaped call over h2c with its trailers.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+async fn websocket_echo() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() || m.is_binary() {
+                        let _ = ws.send(m).await;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_echo_passes_through_and_counts_once() {
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.percent = 100.0;
+    cfg.canary = vec![websocket_echo().await];
+    cfg.extra = "header_read = \"300ms\"\nidle = \"1s\"".into();
+    let proxy = start_proxy(&cfg.toml()).await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/chat", proxy.addr),
+    )
+    .unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, stream)
+        .await
+        .expect("the handshake passes the proxy");
+    assert_eq!(resp.headers()["x-deployment-cohort"], "canary");
+    for i in 0..20 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let echoed = ws.next().await.unwrap().unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), format!("hello {i}"));
+        // Quiet spells longer than the head deadline: a tunnel is not an HTTP connection.
+        if i % 5 == 0 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    }
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap().into_data().as_ref(),
+        &[0u8, 1, 2, 255]
+    );
+    ws.close(None).await.unwrap();
+    let m = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    assert!(
+        m.contains(r#"canary_requests_total{cohort="canary",version="v1.2.0-canary"} 1"#),
+        "one tunnel, one request: {m}"
+    );
+    proxy.stop().await;
+}
+
+/// An h2c upstream that answers a gRPC-shaped call with a message and trailers.
+async fn grpc_upstream(
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(http::Version, HeaderMap)>>>,
+) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.lock()
+                            .unwrap()
+                            .push((req.version(), req.headers().clone()));
+                        let got = req.into_body().collect().await.unwrap().to_bytes();
+                        let mut trailers = HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        trailers.insert(
+                            "grpc-message",
+                            format!("got {} bytes", got.len()).parse().unwrap(),
+                        );
+                        let frames = vec![
+                            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi"))),
+                            Ok(Frame::trailers(trailers)),
+                        ];
+                        let mut resp =
+                            Response::new(StreamBody::new(futures_util::stream::iter(frames)));
+                        resp.headers_mut()
+                            .insert("content-type", "application/grpc".parse().unwrap());
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_over_h2c_keeps_its_trailers() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.percent = 0.0;
+    cfg.stable = vec![grpc_upstream(seen.clone()).await];
+    let proxy = start_proxy(&cfg.toml()).await;
+    let h2: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let req = Request::post(proxy.url("/pkg.Service/Method"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x05hello")))
+        .unwrap();
+    let resp = h2.request(req).await.expect("the call passes");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-deployment-cohort"], "stable");
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers arrive");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "got 10 bytes");
+    assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x02hi");
+    let (version, headers) = seen.lock().unwrap()[0].clone();
+    assert_eq!(version, http::Version::HTTP_2, "forwarded over h2c");
+    assert_eq!(headers["te"], "trailers");
+    proxy.stop().await;
+}
