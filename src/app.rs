@@ -30,6 +30,8 @@ pub enum AppError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 pub struct App {
@@ -79,7 +81,11 @@ impl App {
             tracing::warn!(canary_version = %config.canary.version, "the state file says this canary was rolled back: all traffic goes to stable until resumed");
         }
         let metrics = Arc::new(Metrics::new());
-        let table = RoutingTable::build(config.clone(), latched, None, &metrics);
+        let tls = match &config.proxy.tls {
+            Some(files) => Some(crate::tls::server_config(files).map_err(AppError::Tls)?),
+            None => None,
+        };
+        let table = RoutingTable::build(config.clone(), latched, None, &metrics, tls);
         let router = Arc::new(Router::new(table));
         let recorder = Arc::new(Recorder::default());
         let control = Arc::new(Control::new(
@@ -89,12 +95,9 @@ impl App {
             config_path,
             last_rollback,
         ));
-        let proxy = Arc::new(Proxy::new(
-            router,
-            recorder,
-            metrics.clone(),
-            &config.timeouts,
-        ));
+        let proxy = Arc::new(
+            Proxy::new(router, recorder, metrics.clone(), &config).map_err(AppError::Tls)?,
+        );
         let admin = Arc::new(Admin {
             control: control.clone(),
             ready: Default::default(),
@@ -140,11 +143,14 @@ impl App {
             drain: c.timeouts.drain,
             max_head_bytes: c.limits.max_header_bytes + c.limits.max_uri_bytes + 16 * 1024,
         };
+        let router = self.proxy.router.clone();
+        let tls: crate::server::TlsSource = Arc::new(move || router.load().tls.clone());
         let proxy = tokio::spawn(serve(
             self.proxy_listener,
             self.proxy.clone(),
             opts(),
             self.metrics.clone(),
+            Some(tls),
             stopped(stop_rx.clone()),
         ));
         let admin = tokio::spawn(serve(
@@ -152,6 +158,7 @@ impl App {
             self.admin.clone(),
             opts(),
             self.metrics.clone(),
+            None,
             stopped(stop_rx.clone()),
         ));
         let evaluator = tokio::spawn(self.control.clone().run_evaluator(stopped(stop_rx.clone())));

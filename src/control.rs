@@ -291,6 +291,10 @@ impl Control {
                 )));
             }
         }
+        let tls = match &config.proxy.tls {
+            Some(files) => Some(crate::tls::server_config(files).map_err(refuse)?),
+            None => None,
+        };
         let new_version = old.config.canary.version != config.canary.version;
         let config = Arc::new(config);
         let (old, table) = self
@@ -302,6 +306,7 @@ impl Control {
                     latched,
                     Some(t),
                     &self.metrics,
+                    tls.clone(),
                 ))
             })
             .expect("a reload always swaps");

@@ -27,6 +27,7 @@ pub mod report;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 pub mod window;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use canary_proxy::app::App;
 use canary_proxy::cli::{AdminArgs, Cli, Command, LogFormat};
 use canary_proxy::client;
-use canary_proxy::config::Config;
+use canary_proxy::config::{Config, ConfigError};
 use clap::Parser;
 use http::Method;
 use tracing_subscriber::EnvFilter;
@@ -35,9 +35,8 @@ fn main() -> ExitCode {
             | Some(Command::Reload(_))
     );
     init_tracing(cli.log_format, if quiet { "error" } else { "info" });
-    let env = |k: &str| std::env::var(k).ok();
     match cli.command {
-        Some(Command::Check(a)) => match Config::load(&a.config, &env) {
+        Some(Command::Check(a)) => match load(&a.config) {
             Ok(c) => {
                 print!("{}", c.render_masked());
                 eprintln!("{}: valid", a.config.display());
@@ -131,14 +130,27 @@ fn admin(
     })
 }
 
-fn config_failed(e: &canary_proxy::config::ConfigError) -> ExitCode {
+fn config_failed(e: &ConfigError) -> ExitCode {
     eprintln!("error: invalid config: {e}");
     ExitCode::from(EXIT_USAGE)
 }
 
-fn run(path: &Path) -> ExitCode {
+/// The config, its env overrides, and the TLS files it names: all a startup error (exit 2).
+fn load(path: &Path) -> Result<Config, ConfigError> {
     let env = |k: &str| std::env::var(k).ok();
-    let config = match Config::load(path, &env) {
+    let config = Config::load(path, &env)?;
+    if let Some(files) = &config.proxy.tls {
+        canary_proxy::tls::server_config(files).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            key: "proxy.tls".into(),
+            expected: e,
+        })?;
+    }
+    Ok(config)
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match load(path) {
         Ok(c) => c,
         Err(e) => return config_failed(&e),
     };

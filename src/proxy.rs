@@ -40,15 +40,17 @@ impl Proxy {
         router: Arc<Router>,
         recorder: Arc<Recorder>,
         metrics: Arc<Metrics>,
-        timeouts: &crate::config::Timeouts,
-    ) -> Self {
-        Proxy {
+        config: &crate::config::Config,
+    ) -> Result<Self, String> {
+        let ca = config.proxy.upstream_ca_file.as_deref();
+        let t = &config.timeouts;
+        Ok(Proxy {
             router,
             recorder,
             metrics,
-            client: crate::upstream::client(timeouts, false),
-            h2_client: crate::upstream::client(timeouts, true),
-        }
+            client: crate::upstream::client(t, crate::tls::client_config(ca)?, false),
+            h2_client: crate::upstream::client(t, crate::tls::client_config(ca)?, true),
+        })
     }
 
     pub async fn handle(&self, mut req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {

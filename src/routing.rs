@@ -41,6 +41,8 @@ pub struct RoutingTable {
     pub canary: Arc<Pool>,
     /// `X-Deployment-Cohort` values, by `Cohort::index`.
     pub cohort_headers: [HeaderValue; 2],
+    /// The proxy port's TLS, loaded with the config (so a reload renews the certificate).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl RoutingTable {
@@ -51,6 +53,7 @@ impl RoutingTable {
         rolled_back: bool,
         previous: Option<&RoutingTable>,
         metrics: &Metrics,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Self {
         let reuse =
             |old: Option<&Arc<Pool>>, version: &str, eps: &[EndpointConfig], cohort| match old {
@@ -97,12 +100,19 @@ impl RoutingTable {
                 HeaderValue::from_static("canary"),
             ],
             config,
+            tls,
         }
     }
 
     /// The same table with the latch set or cleared.
     pub fn with_latch(&self, rolled_back: bool, metrics: &Metrics) -> Self {
-        RoutingTable::build(self.config.clone(), rolled_back, Some(self), metrics)
+        RoutingTable::build(
+            self.config.clone(),
+            rolled_back,
+            Some(self),
+            metrics,
+            self.tls.clone(),
+        )
     }
 
     /// The cohort of a request with this identity (stable when it has none).

@@ -92,14 +92,33 @@ fn builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and lets in-flight
 /// requests finish for at most `opts.drain`.
+/// Where a listener gets its TLS config, per connection (so a reload can change it).
+pub type TlsSource = Arc<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>;
+
+/// Everything one connection's task needs.
+struct Shared<H> {
+    handler: Arc<H>,
+    builder: auto::Builder<TokioExecutor>,
+    metrics: Arc<Metrics>,
+    header_read: Duration,
+    idle: Duration,
+}
+
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     opts: ServeOptions,
     metrics: Arc<Metrics>,
+    tls: Option<TlsSource>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = builder(&opts);
+    let shared = Arc::new(Shared {
+        handler,
+        builder: builder(&opts),
+        metrics: metrics.clone(),
+        header_read: opts.header_read,
+        idle: opts.idle,
+    });
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(opts.max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -117,44 +136,30 @@ pub async fn serve<H: Handler>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = Conn { peer, tls: false };
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let handler = handler.clone();
-                let state = ConnState::new(metrics.clone());
-                let io = TokioIo::new(GuardedIo::new(
-                    stream,
-                    state.clone(),
-                    opts.header_read,
-                    opts.idle,
-                ));
-                let svc = service_fn(move |req| {
-                    let (handler, guard, state) = (handler.clone(), state.begin(), state.clone());
-                    async move {
-                        let resp = handler.call(req, conn).await;
-                        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                            state.mark_upgraded();
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics.reject("over_capacity");
+            tokio::spawn(refuse(TokioIo::new(stream), peer, opts.header_read));
+            continue;
+        };
+        let (shared, watcher) = (shared.clone(), graceful.watcher());
+        let tls = tls.as_ref().and_then(|source| source());
+        tokio::spawn(async move {
+            match tls {
+                None => connection(stream, Conn { peer, tls: false }, &shared, watcher).await,
+                Some(config) => {
+                    // The handshake gets the head's allowance: a silent TLS client is cut off too.
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(shared.header_read, accept).await {
+                        Ok(Ok(tls_stream)) => {
+                            connection(tls_stream, Conn { peer, tls: true }, &shared, watcher).await
                         }
-                        Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked {
-                            body,
-                            _guard: guard,
-                        }))
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                });
-                let served =
-                    graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = served.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                    drop(permit);
-                });
+                }
             }
-            Err(_) => {
-                metrics.reject("over_capacity");
-                tokio::spawn(refuse(TokioIo::new(stream), peer, opts.header_read));
-            }
-        }
+            drop(permit);
+        });
     }
     drop(listener);
     if tokio::time::timeout(opts.drain, graceful.shutdown())
@@ -162,6 +167,48 @@ pub async fn serve<H: Handler>(
         .is_err()
     {
         tracing::warn!(drain = ?opts.drain, "drain timed out; closing the remaining connections");
+    }
+}
+
+/// Serves one connection (plain or TLS) until it ends or the drain closes it.
+async fn connection<I, H>(
+    io: I,
+    conn: Conn,
+    shared: &Shared<H>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let state = ConnState::new(shared.metrics.clone());
+    let io = TokioIo::new(GuardedIo::new(
+        io,
+        state.clone(),
+        shared.header_read,
+        shared.idle,
+    ));
+    let handler = shared.handler.clone();
+    let svc = service_fn(move |req| {
+        let (handler, guard, state) = (handler.clone(), state.begin(), state.clone());
+        async move {
+            let resp = handler.call(req, conn).await;
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                state.mark_upgraded();
+            }
+            Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked {
+                body,
+                _guard: guard,
+            }))
+        }
+    });
+    let served = watcher.watch(
+        shared
+            .builder
+            .serve_connection_with_upgrades(io, svc)
+            .into_owned(),
+    );
+    if let Err(e) = served.await {
+        tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
     }
 }
 

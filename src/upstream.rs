@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
@@ -14,19 +15,28 @@ use crate::cohort::Cohort;
 use crate::config::{EndpointConfig, Timeouts};
 use crate::metrics::CohortMetrics;
 
-pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// The pooled client shared by every pool: keep-alive per endpoint, `TCP_NODELAY`, the
 /// connect timeout, and the idle timeout of `timeouts.idle`.
-/// `h2` makes an HTTP/2-only client (h2c with prior knowledge), for gRPC.
-pub fn client(timeouts: &Timeouts, h2: bool) -> UpstreamClient {
+/// `h2` makes an HTTP/2-only client (h2c with prior knowledge, or h2 by ALPN), for gRPC.
+pub fn client(timeouts: &Timeouts, tls: rustls::ClientConfig, h2: bool) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(timeouts.connect));
     connector.set_keepalive(Some(Duration::from_secs(60)));
+    connector.enforce_http(false);
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let connector = if h2 {
+        builder.enable_http2().wrap_connector(connector)
+    } else {
+        builder.enable_http1().wrap_connector(connector)
+    };
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(timeouts.idle)

@@ -47,6 +47,7 @@ pub struct ProxyConfig {
     pub trusted_proxies: Vec<IpNet>,
     pub access_log: AccessLog,
     pub tls: Option<TlsFiles>,
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -25,6 +25,8 @@ pub struct RawProxy {
     pub listen: String,
     pub trusted_proxies: Vec<String>,
     pub access_log: String,
+    /// Extra CA certificates (PEM) trusted for `https://` upstreams, besides the system's.
+    pub upstream_ca_file: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<RawTls>,
 }
@@ -35,6 +37,7 @@ impl Default for RawProxy {
             listen: "0.0.0.0:8080".into(),
             trusted_proxies: Vec::new(),
             access_log: "off".into(),
+            upstream_ca_file: String::new(),
             tls: None,
         }
     }

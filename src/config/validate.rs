@@ -352,6 +352,10 @@ pub(super) fn validate(
             trusted_proxies,
             access_log,
             tls,
+            upstream_ca_file: match raw.proxy.upstream_ca_file.trim() {
+                "" => None,
+                p => Some(cx.path(p)),
+            },
         },
         admin: AdminConfig {
             listen: admin_listen,

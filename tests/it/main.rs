@@ -14,3 +14,4 @@ mod protocols;
 mod rollback;
 mod streaming;
 mod support;
+mod tls;
