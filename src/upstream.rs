@@ -41,6 +41,9 @@ pub fn client(timeouts: &Timeouts, tls: rustls::ClientConfig, h2: bool) -> Upstr
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(timeouts.idle)
         .pool_max_idle_per_host(1024)
+        // hyper grows a read buffer up to ~400 KiB per connection on large bodies; bounded
+        // here, since bodies stream through in frames anyway.
+        .http1_max_buf_size(64 * 1024)
         .http2_only(h2)
         .build(connector)
 }
