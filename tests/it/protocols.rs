@@ -157,3 +157,71 @@ async fn a_grpc_call_over_h2c_keeps_its_trailers() {
     assert_eq!(headers["te"], "trailers");
     proxy.stop().await;
 }
+
+/// HTTP/2 downgrade tricks, with a raw h2 client: a body shorter than its `content-length`
+/// is reset, and no complete request reaches the upstream; the connection-specific headers an
+/// h2 client may not send are refused by the h2 layer before they could be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_length_mismatch_is_reset_and_never_completes_upstream() {
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.percent = 0.0;
+    let proxy = start_proxy(&cfg.toml()).await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = Request::post(format!("http://{}/upload", proxy.addr))
+        .header("content-length", "10")
+        .body(())
+        .unwrap();
+    let (resp, mut body) = client.send_request(req, false).unwrap();
+    body.send_data(Bytes::from_static(b"hello"), true).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+        match resp.await {
+            Err(e) => Err(e.to_string()),
+            Ok(r) => {
+                let status = r.status();
+                let mut b = r.into_body();
+                let mut got = Vec::new();
+                while let Some(chunk) = b.data().await {
+                    match chunk {
+                        Ok(c) => got.extend_from_slice(&c),
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                Ok((status, String::from_utf8_lossy(&got).into_owned()))
+            }
+        }
+    })
+    .await
+    .expect("the proxy answers or resets");
+    match outcome {
+        Err(_) => {}
+        Ok((status, body)) => {
+            assert!(status.is_client_error(), "{status} {body}");
+            assert!(
+                !body.contains("10 "),
+                "the upstream never got 10 bytes: {body}"
+            );
+        }
+    }
+    // The connection-specific header never leaves an h2 client.
+    let mut client = client.ready().await.unwrap();
+    let bad = Request::get(format!("http://{}/", proxy.addr))
+        .header("connection", "keep-alive")
+        .body(())
+        .unwrap();
+    assert!(client.send_request(bad, true).is_err());
+    let m = get(&crate::support::client(), &proxy.admin_url("/metrics"), &[])
+        .await
+        .body;
+    assert!(
+        m.contains(r#"canary_errors_total{cohort="stable",version="v1.1.0"} 0"#),
+        "a client's broken body is not the cohort's error: {m}"
+    );
+    proxy.stop().await;
+}
