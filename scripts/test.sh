@@ -23,4 +23,12 @@ if [ ${#need_apt[@]} -gt 0 ] && [ "${CANARY_TEST_NO_INSTALL:-}" != 1 ]; then
 fi
 
 # Every test target (the benches are compiled by clippy in .ci/run, and run by hand).
-cargo test "$@"
+log=$(mktemp)
+cargo test "$@" 2>&1 | tee "$log"
+# One closing line over every test binary, for people and for CI's reader.
+summary=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed", p, f }' "$log")
+rm -f "$log"
+mkdir -p target
+echo "$summary" > target/test-summary.txt
+echo
+echo "$summary"
