@@ -142,6 +142,7 @@ impl App {
             idle: c.timeouts.idle,
             drain: c.timeouts.drain,
             max_head_bytes: c.limits.max_header_bytes + c.limits.max_uri_bytes + 16 * 1024,
+            write_stall: c.timeouts.body_read,
         };
         let router = self.proxy.router.clone();
         let tls: crate::server::TlsSource = Arc::new(move || router.load().tls.clone());

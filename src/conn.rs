@@ -77,10 +77,20 @@ pub struct GuardedIo<I> {
     idle: Duration,
     /// Decided by the first bytes: HTTP/2 never gets an HTTP/1 408 written into it.
     h2: Option<bool>,
+    /// Armed while a write waits on a client that does not read: past `write_limit`, the
+    /// connection fails instead of holding its upstream forever.
+    write_stall: Option<Pin<Box<Sleep>>>,
+    write_limit: Duration,
 }
 
 impl<I> GuardedIo<I> {
-    pub fn new(inner: I, state: Arc<ConnState>, header_read: Duration, idle: Duration) -> Self {
+    pub fn new(
+        inner: I,
+        state: Arc<ConnState>,
+        header_read: Duration,
+        idle: Duration,
+        write_limit: Duration,
+    ) -> Self {
         GuardedIo {
             inner,
             state,
@@ -90,7 +100,38 @@ impl<I> GuardedIo<I> {
             header_read,
             idle,
             h2: None,
+            write_stall: None,
+            write_limit,
         }
+    }
+
+    /// Passes a write's outcome through, failing it once it has waited past `write_limit`.
+    /// `progress`: a ready result of this call means bytes moved (a write), not just that
+    /// nothing was pending (a flush of a plain socket is always ready).
+    fn watch_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+        progress: bool,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            if progress {
+                self.write_stall = None;
+            }
+            return polled;
+        }
+        let limit = self.write_limit;
+        let stall = self
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if stall.as_mut().poll(cx).is_ready() {
+            self.state.metrics.reject("write_timeout");
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )));
+        }
+        Poll::Pending
     }
 }
 
@@ -157,7 +198,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for GuardedIo<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch_write(cx, polled, true)
     }
 
     fn poll_write_vectored(
@@ -165,7 +207,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for GuardedIo<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch_write(cx, polled, true)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -173,7 +216,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for GuardedIo<I> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch_write(cx, polled, false)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

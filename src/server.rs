@@ -18,7 +18,6 @@ use tokio::sync::Semaphore;
 
 use crate::body::ProxyBody;
 use crate::conn::{ConnState, GuardedIo, InflightGuard};
-use crate::error::plain;
 use crate::metrics::Metrics;
 use crate::proxy::Conn;
 
@@ -39,6 +38,8 @@ pub struct ServeOptions {
     /// The request head may hold this much (URI and headers); checked exactly by the handler,
     /// bounded here by hyper's read buffer.
     pub max_head_bytes: usize,
+    /// How long a write may wait on a client that does not read.
+    pub write_stall: Duration,
 }
 
 /// A response body that keeps its request counted as in flight until it is dropped.
@@ -102,6 +103,7 @@ struct Shared<H> {
     metrics: Arc<Metrics>,
     header_read: Duration,
     idle: Duration,
+    write_stall: Duration,
 }
 
 pub async fn serve<H: Handler>(
@@ -118,6 +120,7 @@ pub async fn serve<H: Handler>(
         metrics: metrics.clone(),
         header_read: opts.header_read,
         idle: opts.idle,
+        write_stall: opts.write_stall,
     });
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(opts.max_connections));
@@ -138,7 +141,7 @@ pub async fn serve<H: Handler>(
         let _ = stream.set_nodelay(true);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             metrics.reject("over_capacity");
-            tokio::spawn(refuse(TokioIo::new(stream), peer, opts.header_read));
+            tokio::spawn(refuse(stream, peer));
             continue;
         };
         let (shared, watcher) = (shared.clone(), graceful.watcher());
@@ -186,6 +189,7 @@ async fn connection<I, H>(
         state.clone(),
         shared.header_read,
         shared.idle,
+        shared.write_stall,
     ));
     let handler = shared.handler.clone();
     let svc = service_fn(move |req| {
@@ -212,23 +216,27 @@ async fn connection<I, H>(
     }
 }
 
-/// Over the connection cap: one 503 and close, bounded in time so refusals cannot pile up.
-async fn refuse(io: TokioIo<tokio::net::TcpStream>, peer: SocketAddr, limit: Duration) {
-    let svc = service_fn(|_req: Request<Incoming>| async {
-        let mut resp = plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service unavailable: too many connections\n",
-        );
-        resp.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-        Ok::<_, std::convert::Infallible>(resp)
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .keep_alive(false)
-        .serve_connection(io, svc);
-    if tokio::time::timeout(limit, conn).await.is_err() {
-        tracing::debug!(%peer, "refused connection timed out");
+/// Over the connection cap: a canned 503 at once, then close. The socket is held for at most
+/// a second (to read what the client already sent, so closing does not reset the answer away),
+/// so a flood cannot pin descriptors for long.
+async fn refuse(mut stream: tokio::net::TcpStream, peer: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BODY: &str = "service unavailable: too many connections\n";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let bounded = async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    if tokio::time::timeout(Duration::from_secs(1), bounded)
+        .await
+        .is_err()
+    {
+        tracing::debug!(%peer, "refused connection held past its second; closed");
     }
 }

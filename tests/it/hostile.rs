@@ -370,3 +370,53 @@ async fn a_connection_flood_past_the_cap_gets_503_and_then_service_again() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off() {
+    let (proxy, _s, _k) = proxy("body_read = \"500ms\"", "").await;
+    // A small receive buffer, so the stall comes soon after the proxy's send buffer fills.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut c = socket.connect(proxy.addr).await.unwrap();
+    // 200 MB asked for, nothing read: the socket buffers fill and the writes stall.
+    c.write_all(b"GET /download/209715200 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+        if m.contains(r#"canary_rejected_total{reason="write_timeout"} 1"#) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the stalled writer was not cut off: {}",
+            m.lines()
+                .filter(
+                    |l| l.starts_with("canary_requests_total") || l.starts_with("canary_rejected")
+                )
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Its connection is closed: reading now drains what was buffered, then ends.
+    let mut sink = vec![0u8; 1 << 20];
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut total = 0usize;
+        loop {
+            match c.read(&mut sink).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await
+    .expect("the connection ends");
+    assert!(
+        drained < 209_715_200,
+        "only what was buffered arrives: {drained}"
+    );
+    assert_eq!(get(&client(), &proxy.url("/"), &[]).await.status, 200);
+    proxy.stop().await;
+}
