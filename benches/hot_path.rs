@@ -172,5 +172,46 @@ fn judge(c: &mut Criterion) {
     c.bench_function("prometheus encode", |b| b.iter(|| m.encode().len()));
 }
 
-criterion_group!(benches, cohort, record, judge);
+criterion_group!(benches, cohort, record, judge, access_log);
 criterion_main!(benches);
+
+fn access_log(c: &mut Criterion) {
+    use canary_proxy::access_log::{AccessLog, Entry};
+    use canary_proxy::body::ProxyBody;
+    use canary_proxy::config::AccessLog as Dest;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let m = Metrics::new();
+    let log = AccessLog::start(
+        &Dest::File("/dev/null".into()),
+        m.access_log_dropped.clone(),
+    )
+    .unwrap()
+    .unwrap();
+    c.bench_function(
+        "access log: build an entry and hand it to the writer",
+        |b| {
+            b.iter(|| {
+                let entry = Entry {
+                    time: canary_proxy::control::now_rfc3339(),
+                    client: "203.0.113.7".into(),
+                    method: "GET".into(),
+                    path: "/checkout/cart".into(),
+                    status: 200,
+                    cohort: Some("canary"),
+                    version: Some("v1.2.0".into()),
+                    upstream: Some("http://10.0.0.5:8080".into()),
+                    latency_ms: Some(1.25),
+                    bytes_in: 0,
+                    bytes_out: 512,
+                    identity_source: Some("header"),
+                };
+                drop(log.wrap(ProxyBody::empty(), entry));
+            })
+        },
+    );
+    // Let the writer catch up, so the bench measured sends rather than drops.
+    std::thread::sleep(Duration::from_millis(200));
+    let dropped = m.access_log_dropped.get();
+    eprintln!("access log bench: {dropped} lines dropped under back-pressure");
+}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::control::Control;
@@ -32,6 +33,8 @@ pub enum AppError {
     State(#[from] StateError),
     #[error("tls: {0}")]
     Tls(String),
+    #[error("proxy.access_log: cannot open it: {0}")]
+    AccessLog(String),
 }
 
 pub struct App {
@@ -95,9 +98,12 @@ impl App {
             config_path,
             last_rollback,
         ));
-        let proxy = Arc::new(
-            Proxy::new(router, recorder, metrics.clone(), &config).map_err(AppError::Tls)?,
-        );
+        let mut proxy =
+            Proxy::new(router, recorder, metrics.clone(), &config).map_err(AppError::Tls)?;
+        proxy.access_log =
+            AccessLog::start(&config.proxy.access_log, metrics.access_log_dropped.clone())
+                .map_err(|e| AppError::AccessLog(e.to_string()))?;
+        let proxy = Arc::new(proxy);
         let admin = Arc::new(Admin {
             control: control.clone(),
             ready: Default::default(),
@@ -118,6 +124,11 @@ impl App {
 
     pub fn proxy_addr(&self) -> SocketAddr {
         self.proxy_listener.local_addr().expect("bound listener")
+    }
+
+    /// The access log, to reopen on SIGUSR1.
+    pub fn access_log(&self) -> Option<Arc<AccessLog>> {
+        self.proxy.access_log.clone()
     }
 
     pub fn control(&self) -> Arc<Control> {

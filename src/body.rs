@@ -21,6 +21,8 @@ use tokio::sync::Notify;
 pub enum ProxyBody {
     Upstream(Incoming),
     Full(Option<Bytes>),
+    /// Either of the above, counted and logged when it ends (the access log is on).
+    Logged(Box<crate::access_log::Logged>),
 }
 
 impl ProxyBody {
@@ -44,6 +46,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Logged(l) => l.poll_frame(cx),
         }
     }
 
@@ -51,6 +54,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(b) => b.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Logged(l) => l.is_end_stream(),
         }
     }
 
@@ -59,6 +63,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => b.size_hint(),
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Logged(l) => l.size_hint(),
         }
     }
 }
@@ -70,6 +75,7 @@ pub struct BodyWatch {
     /// nothing was sent, so a failed connect may be retried on another endpoint.
     pending: Mutex<Option<Incoming>>,
     sent_at: OnceLock<Instant>,
+    bytes_in: std::sync::atomic::AtomicU64,
     /// 0: fine; `ABORTED`: the client's body broke; `STALLED`: it stopped past `body_read`.
     client_failed: AtomicU8,
     done: Notify,
@@ -99,6 +105,11 @@ impl BodyWatch {
     }
 
     /// When the last byte was handed to the upstream connection, if it was.
+    /// Request body bytes handed upstream so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+
     pub fn sent_at(&self) -> Option<Instant> {
         self.sent_at.get().copied()
     }
@@ -191,7 +202,10 @@ impl Body for UpstreamBody {
         match &polled {
             Poll::Ready(None) => watch.finish(None),
             Poll::Ready(Some(Err(_))) => watch.finish(Some(ABORTED)),
-            Poll::Ready(Some(Ok(_))) => {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    watch.bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
                 if body.as_ref().is_some_and(|b| b.is_end_stream()) {
                     watch.finish(None)
                 } else {

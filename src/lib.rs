@@ -3,6 +3,7 @@
 //!
 //! The binary (`main.rs`) is a thin layer over `app::App`; everything here is usable from tests.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod body;

@@ -173,6 +173,17 @@ fn run(path: &Path) -> ExitCode {
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
+        if let Some(log) = app.access_log() {
+            tokio::spawn(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+                    return;
+                };
+                while usr1.recv().await.is_some() {
+                    log.reopen();
+                }
+            });
+        }
         let control = app.control();
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};

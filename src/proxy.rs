@@ -10,6 +10,7 @@ use http::header::{TE, UPGRADE};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
 
+use crate::access_log::{AccessLog, Entry};
 use crate::body::{BodyWatch, ProxyBody, UpstreamBody};
 use crate::error::{plain, Blame, ExchangeError};
 use crate::headers::{self, Hop};
@@ -20,7 +21,16 @@ use crate::routing::{Router, RoutingTable};
 use crate::tunnel;
 use crate::upstream::{Pool, UpstreamClient};
 
+/// What the forwarding step learned, for the access log.
+#[derive(Default)]
+struct Trace {
+    endpoint: Option<usize>,
+    bytes_in: u64,
+}
+
 pub struct Proxy {
+    /// Set when `proxy.access_log` is on.
+    pub access_log: Option<Arc<AccessLog>>,
     pub router: Arc<Router>,
     pub recorder: Arc<Recorder>,
     pub metrics: Arc<Metrics>,
@@ -45,6 +55,7 @@ impl Proxy {
         let ca = config.proxy.upstream_ca_file.as_deref();
         let t = &config.timeouts;
         Ok(Proxy {
+            access_log: None,
             router,
             recorder,
             metrics,
@@ -53,7 +64,35 @@ impl Proxy {
         })
     }
 
-    pub async fn handle(&self, mut req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+        let Some(log) = &self.access_log else {
+            return self.serve(req, conn, None).await;
+        };
+        let mut entry = Entry {
+            time: crate::control::now_rfc3339(),
+            client: conn.peer.ip().to_canonical().to_string(),
+            method: req.method().to_string(),
+            path: req.uri().path().to_string(),
+            status: 0,
+            cohort: None,
+            version: None,
+            upstream: None,
+            latency_ms: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            identity_source: None,
+        };
+        let resp = self.serve(req, conn, Some(&mut entry)).await;
+        entry.status = resp.status().as_u16();
+        resp.map(|body| log.wrap(body, entry))
+    }
+
+    async fn serve(
+        &self,
+        mut req: Request<Incoming>,
+        conn: Conn,
+        mut log: Option<&mut Entry>,
+    ) -> Response<ProxyBody> {
         let table = self.router.load();
         if let Err((reason, status, msg)) = crate::checks::check(&req, &table.config.limits) {
             self.metrics.reject(reason);
@@ -71,6 +110,12 @@ impl Proxy {
         let id = identify(&table.config.canary.identity, req.headers(), &ip);
         let (cohort, placement) = table.route(id.map(|(_, v)| v));
         let pool = table.pool(cohort).clone();
+        if let Some(e) = log.as_deref_mut() {
+            e.client = ip.as_str().to_string();
+            e.cohort = Some(cohort.as_str());
+            e.version = Some(pool.version.clone());
+            e.identity_source = id.map(|(kind, _)| kind.as_str());
+        }
 
         let upgrade = tunnel::requested(&req);
         let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -100,7 +145,17 @@ impl Proxy {
                 .insert(TE, HeaderValue::from_static("trailers"));
         }
 
-        let outcome = self.forward(&table, &pool, parts, body, grpc).await;
+        let mut trace = Trace::default();
+        let outcome = self
+            .forward(&table, &pool, parts, body, grpc, &mut trace)
+            .await;
+        if let Some(e) = log.as_deref_mut() {
+            e.upstream = trace.endpoint.map(|i| pool.endpoints[i].url().to_string());
+            e.bytes_in = trace.bytes_in;
+            e.latency_ms = Some(match &outcome {
+                Ok((_, l)) | Err((_, l)) => l.as_secs_f64() * 1000.0,
+            });
+        }
         let identity = placement.map(|p| p.digest);
         let mut resp = match outcome {
             Ok((mut resp, latency)) => {
@@ -185,6 +240,7 @@ impl Proxy {
         parts: http::request::Parts,
         body: Incoming,
         grpc: bool,
+        trace: &mut Trace,
     ) -> Result<(Response<Incoming>, std::time::Duration), (ExchangeError, std::time::Duration)>
     {
         let watch = (!body.is_end_stream()).then(|| BodyWatch::new(body));
@@ -198,10 +254,11 @@ impl Proxy {
             )
         });
         let first = pool.pick(None);
+        trace.endpoint = Some(first);
         let result = self
             .attempt(table, pool, first, parts, watch.as_ref(), grpc)
             .await;
-        match (result, spare) {
+        let result = match (result, spare) {
             (Err((ExchangeError::Connect, _)), Some((method, uri, headers)))
                 if watch.as_ref().is_none_or(|w| w.untouched()) =>
             {
@@ -210,11 +267,14 @@ impl Proxy {
                 parts.uri = uri;
                 parts.headers = headers;
                 let second = pool.pick(Some(first));
+                trace.endpoint = Some(second);
                 self.attempt(table, pool, second, parts, watch.as_ref(), grpc)
                     .await
             }
             (result, _) => result,
-        }
+        };
+        trace.bytes_in = watch.map_or(0, |w| w.bytes_in());
+        result
     }
 
     async fn attempt(

@@ -1,6 +1,7 @@
 //! One integration-test binary (one link, one process): real upstreams, the real proxy, real
 //! HTTP on 127.0.0.1 ephemeral ports.
 
+mod access_log;
 mod admin;
 mod cli;
 mod cohorts;
