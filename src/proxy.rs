@@ -149,7 +149,7 @@ impl Proxy {
         let outcome = self
             .forward(&table, &pool, parts, body, grpc, &mut trace)
             .await;
-        if let Some(e) = log.as_deref_mut() {
+        if let Some(e) = log {
             e.upstream = trace.endpoint.map(|i| pool.endpoints[i].url().to_string());
             e.bytes_in = trace.bytes_in;
             e.latency_ms = Some(match &outcome {
