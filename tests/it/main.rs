@@ -6,6 +6,7 @@ mod admin;
 mod cli;
 mod cohorts;
 mod faults;
+mod docs;
 mod forwarding;
 mod hostile;
 mod latch;
