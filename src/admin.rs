@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
@@ -17,6 +17,9 @@ use crate::control::{Control, ControlError, Transition};
 use crate::proxy::Conn;
 use crate::report;
 use crate::server::Handler;
+
+/// The live dashboard, served on `GET /`: no asset from anywhere else.
+const DASHBOARD: &str = include_str!("assets/dashboard.html");
 
 /// The largest admin request body read.
 const MAX_BODY: usize = 64 * 1024;
@@ -96,12 +99,20 @@ impl Admin {
                 resp
             }
             _ => {
-                let mut resp = Response::new(ProxyBody::full(Bytes::from_static(
-                    b"canary-proxy admin: see /canary/status, /canary/metrics, /metrics\n",
-                )));
-                resp.headers_mut().insert(
+                // The dashboard: one self-contained page, embedded in the binary.
+                let mut resp =
+                    Response::new(ProxyBody::full(Bytes::from_static(DASHBOARD.as_bytes())));
+                let h = resp.headers_mut();
+                h.insert(
                     header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                h.insert(
+                    HeaderName::from_static("content-security-policy"),
+                    HeaderValue::from_static(
+                        "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+                    ),
                 );
                 resp
             }

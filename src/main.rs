@@ -12,12 +12,6 @@ use clap::Parser;
 use http::Method;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc instead of glibc's malloc: under hundreds of keep-alive connections whose
-/// buffers come and go, glibc's arenas fragment and resident memory creeps up (see
-/// docs/PERFORMANCE.md, the soak); mimalloc returns freed pages and stays flat.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 

@@ -15,7 +15,10 @@ fn root() -> std::path::PathBuf {
 /// Every dotted key of the config, optional ones included.
 fn code_keys() -> BTreeSet<String> {
     let mut raw = RawConfig::default();
-    raw.proxy.tls = Some(RawTls { cert: "c".into(), key: "k".into() });
+    raw.proxy.tls = Some(RawTls {
+        cert: "c".into(),
+        key: "k".into(),
+    });
     raw.admin.token_file = Some("f".into());
     let value = toml::Value::try_from(&raw).unwrap();
     let mut keys = BTreeSet::new();
@@ -23,7 +26,11 @@ fn code_keys() -> BTreeSet<String> {
         match v {
             toml::Value::Table(t) => {
                 for (k, v) in t {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     if v.is_table() {
                         walk(&key, v, keys);
                     } else {
@@ -50,7 +57,11 @@ fn the_config_reference_lists_every_key_and_no_other() {
         .filter(|k| k.contains('.'))
         .map(str::to_string)
         .collect();
-    assert_eq!(documented, code_keys(), "docs/CANARY_DEPLOYMENT.md's table and the code's keys differ");
+    assert_eq!(
+        documented,
+        code_keys(),
+        "docs/CANARY_DEPLOYMENT.md's table and the code's keys differ"
+    );
 
     // The commented sample names every key, as `key =` or `# key =`, in its table.
     let sample = std::fs::read_to_string(root().join("config/canary-proxy.toml")).unwrap();
@@ -70,7 +81,10 @@ fn the_config_reference_lists_every_key_and_no_other() {
         }
     }
     let missing: Vec<_> = code_keys().difference(&named).cloned().collect();
-    assert!(missing.is_empty(), "config/canary-proxy.toml does not mention {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "config/canary-proxy.toml does not mention {missing:?}"
+    );
 }
 
 /// (path, method) pairs from the OpenAPI file: `  /path:` then `    get:` / `    post:`.
@@ -101,11 +115,20 @@ fn documented_endpoints() -> BTreeSet<(String, String)> {
 #[tokio::test]
 async fn the_openapi_file_documents_exactly_the_served_endpoints() {
     let documented = documented_endpoints();
-    let served: BTreeSet<(String, String)> = canary_proxy::admin::ENDPOINTS.iter().map(|(p, m)| (p.to_string(), m.to_string())).collect();
-    assert_eq!(documented, served, "docs/admin-api.yaml and the admin router differ");
+    let served: BTreeSet<(String, String)> = canary_proxy::admin::ENDPOINTS
+        .iter()
+        .map(|(p, m)| (p.to_string(), m.to_string()))
+        .collect();
+    assert_eq!(
+        documented, served,
+        "docs/admin-api.yaml and the admin router differ"
+    );
 
     // And the router really serves them: no 404 for a documented one, 405 for the other method.
-    let (s, k) = (spawn_upstream("stable").await, spawn_upstream("canary").await);
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
     let proxy = start_proxy(&Cfg::new(&s, &k).toml()).await;
     for (path, method) in &documented {
         let got = if method == "GET" {
@@ -115,7 +138,11 @@ async fn the_openapi_file_documents_exactly_the_served_endpoints() {
         };
         assert_ne!(got.status, 404, "{method} {path}");
         assert_ne!(got.status, 405, "{method} {path}");
-        let other = if method == "GET" { admin_post(proxy.admin, path, None, "").await } else { get(&client(), &proxy.admin_url(path), &[]).await };
+        let other = if method == "GET" {
+            admin_post(proxy.admin, path, None, "").await
+        } else {
+            get(&client(), &proxy.admin_url(path), &[]).await
+        };
         assert_eq!(other.status, 405, "the other method on {path}");
     }
     proxy.stop().await;
