@@ -26,6 +26,8 @@ fi
 log=$(mktemp)
 cargo test "$@" 2>&1 | tee "$log"
 # One closing line over every test binary, for people and for CI's reader.
+# What can be checked of deploy/ here (YAML/JSON, promtool, systemd-analyze, the chart).
+./scripts/check-deploy.sh >&2
 summary=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed", p, f }' "$log")
 rm -f "$log"
 mkdir -p target
