@@ -147,9 +147,10 @@ fn line(elapsed: Duration, m: &Value, last: &Value, dt: f64) -> String {
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .unwrap_or((0.0, "", 0.0, 0.0));
     format!(
-        "{:>5.1}s  {:<11}  stable {:>6.0} req/s {:>5.2} % err p99 {:>5.0} ms | canary {:>5.0} req/s {:>5.2} % err p99 {:>5.0} ms | closest: {} {:.1} of {:.2}",
+        "{:>5.1}s  {:<11}  split {:>4.1} % | stable {:>6.0} req/s {:>5.2} % err p99 {:>5.0} ms | canary {:>5.0} req/s {:>5.2} % err p99 {:>5.0} ms | closest: {} {:.1} of {:.2}",
         elapsed.as_secs_f64(),
         m["state"].as_str().unwrap_or("?"),
+        100.0 * rate("canary_requests") / (rate("canary_requests") + rate("stable_requests")).max(1e-9),
         rate("stable_requests"),
         m["stable_error_rate"].as_f64().unwrap_or(0.0),
         m["stable_p99_latency"].as_f64().unwrap_or(0.0) * 1000.0,
@@ -180,7 +181,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     }));
 
     println!("canary-proxy demo: stable v1.1.0 and canary v1.2.0-canary behind the proxy, 20 % to the canary");
-    println!("  proxy http://{proxy}   admin http://{admin}/canary/status   metrics http://{admin}/metrics");
+    println!("  proxy http://{proxy}   dashboard http://{admin}/   metrics http://{admin}/metrics");
     let turn_bad = duration.mul_f64(0.3);
     println!(
         "  the canary turns bad at {:.0}s (20 % errors, +250 ms); the judge should roll it back\n",
@@ -254,7 +255,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         None => println!("  the canary was NOT rolled back: the demo did not show what it should"),
     }
     if opts.keep_running {
-        println!("\nstill running (Ctrl-C to stop): proxy http://{proxy}  admin http://{admin}/canary/status");
+        println!("\nstill running (Ctrl-C to stop):");
+        println!("  dashboard  http://{admin}/");
+        println!("  status     http://{admin}/canary/status   metrics http://{admin}/metrics");
+        println!("  proxy      http://{proxy}/");
         println!("  try: canary-proxy status --admin http://{admin}");
         let gentle = Arc::new(AtomicBool::new(false));
         let _trickle = traffic(proxy, 2, Duration::from_millis(50), gentle.clone());
