@@ -3,7 +3,8 @@
 //! the end, and checks that every request sent got a response, counted on both sides.
 //!
 //! Not part of `cargo test`. Run: `cargo bench --bench soak -- --seconds 300 --clients 500`
-//! (defaults: 300 s, 500 clients). Traffic stays on 127.0.0.1 and stops by itself.
+//! (defaults: 300 s, 500 clients; `--steady` leaves out the reload, rollback and resume).
+//! Traffic stays on 127.0.0.1 and stops by itself.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -235,25 +236,28 @@ async fn main() {
         }
         samples
     });
-    tokio::time::sleep_until(at(0.4).into()).await;
-    std::fs::write(&path, config(stable, canary, 30.0, pp, ap)).unwrap();
-    println!(
-        "  {:>4.0}s reload (50 % -> 30 %): {}",
-        started.elapsed().as_secs_f64(),
-        admin_post(admin, "/canary/reload").await
-    );
-    tokio::time::sleep_until(at(0.6).into()).await;
-    println!(
-        "  {:>4.0}s rollback: {}",
-        started.elapsed().as_secs_f64(),
-        admin_post(admin, "/canary/rollback").await
-    );
-    tokio::time::sleep_until(at(0.8).into()).await;
-    println!(
-        "  {:>4.0}s resume: {}",
-        started.elapsed().as_secs_f64(),
-        admin_post(admin, "/canary/resume").await
-    );
+    // `--steady`: no reload, rollback or resume, to tell their effect on memory apart.
+    if !std::env::args().any(|a| a == "--steady") {
+        tokio::time::sleep_until(at(0.4).into()).await;
+        std::fs::write(&path, config(stable, canary, 30.0, pp, ap)).unwrap();
+        println!(
+            "  {:>4.0}s reload (50 % -> 30 %): {}",
+            started.elapsed().as_secs_f64(),
+            admin_post(admin, "/canary/reload").await
+        );
+        tokio::time::sleep_until(at(0.6).into()).await;
+        println!(
+            "  {:>4.0}s rollback: {}",
+            started.elapsed().as_secs_f64(),
+            admin_post(admin, "/canary/rollback").await
+        );
+        tokio::time::sleep_until(at(0.8).into()).await;
+        println!(
+            "  {:>4.0}s resume: {}",
+            started.elapsed().as_secs_f64(),
+            admin_post(admin, "/canary/resume").await
+        );
+    }
     for t in tasks {
         let _ = t.await;
     }
