@@ -40,6 +40,7 @@ U1=$(free_port); U2=$(free_port); P_NGINX=$(free_port); P_HAPROXY=$(free_port); 
 head -c 65536 /dev/zero | tr '\0' 'x' > "$WORK/64k"
 cat > "$WORK/upstreams.conf" <<CONF
 worker_processes 1;
+master_process off;
 pid $WORK/upstreams.pid;
 error_log $WORK/upstreams.err warn;
 events { worker_connections 8192; }
@@ -55,6 +56,7 @@ taskset -c $LOAD_CPU nginx -c "$WORK/upstreams.conf" -g 'daemon off;' & PIDS+=($
 # NGINX as the reverse proxy: 50/50 split with keep-alive to both upstreams.
 cat > "$WORK/nginx-proxy.conf" <<CONF
 worker_processes 1;
+master_process off;
 pid $WORK/nginx-proxy.pid;
 error_log $WORK/nginx-proxy.err warn;
 events { worker_connections 8192; }
@@ -64,7 +66,7 @@ http {
   upstream backends { server 127.0.0.1:$U1; server 127.0.0.1:$U2; keepalive 256; }
   server {
     listen 127.0.0.1:$P_NGINX backlog=4096;
-    location / { proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+    location / { proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
 CONF
@@ -73,7 +75,7 @@ taskset -c $PROXY_CPU nginx -c "$WORK/nginx-proxy.conf" -g 'daemon off;' & PIDS+
 cat > "$WORK/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 20000
+  maxconn 8000
 defaults
   mode http
   timeout connect 2s
@@ -104,7 +106,11 @@ endpoints = ["http://127.0.0.1:$U2"]
 traffic_percent = 50.0
 expose_headers = true
 [limits]
-max_connections = 20000
+max_connections = 8000
+[rollback]
+# Judged and measured as in production, but never rolled back: the contenders must keep the
+# same topology for the whole run (a workload switch can trip the latency trigger, see notes).
+auto = false
 [state]
 path = "$WORK/state.json"
 CONF
