@@ -16,8 +16,6 @@ use crate::recorder::Recorder;
 use crate::routing::{CanaryState, Router, RoutingTable};
 use crate::state::{self, LatchState, RollbackRecord, StateError};
 
-const WATCH_EVERY: Duration = Duration::from_millis(500);
-
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// The call does not fit the current state (409).
@@ -44,7 +42,7 @@ pub struct Control {
     pub metrics: Arc<Metrics>,
     judgement: Mutex<Judgement>,
     last_rollback: Mutex<Option<RollbackRecord>>,
-    config_path: Option<PathBuf>,
+    pub(crate) config_path: Option<PathBuf>,
     transitions: tokio::sync::Mutex<()>,
 }
 
@@ -128,30 +126,6 @@ impl Control {
                 Err(e) => {
                     tracing::error!(error = %e, "rollback is in force but could not be written")
                 }
-            }
-        }
-    }
-
-    /// Runs `tick` every `evaluate_every` (read afresh, so a reload can change it) until `stop`.
-    pub async fn run_evaluator(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
-        let mut stop = std::pin::pin!(stop);
-        let mut every = self.router.load().config.rollback.evaluate_every;
-        let mut next = tokio::time::Instant::now() + every;
-        loop {
-            tokio::select! {
-                _ = &mut stop => return,
-                _ = tokio::time::sleep_until(next) => {}
-            }
-            self.tick().await;
-            let now_every = self.router.load().config.rollback.evaluate_every;
-            if now_every != every {
-                every = now_every;
-            }
-            next += every;
-            let now = tokio::time::Instant::now();
-            if next < now {
-                // Late (a stalled machine): start the next slice now instead of catching up.
-                next = now + every;
             }
         }
     }
@@ -343,38 +317,6 @@ impl Control {
             rolled_back,
         )
         .await
-    }
-
-    /// Reloads when the config file's content changes on disk: polled every second, applied
-    /// once it has been stable for one more poll (editors and ConfigMap swaps write in steps).
-    pub async fn run_watcher(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
-        let Some(path) = self.config_path.clone() else {
-            return;
-        };
-        let mut stop = std::pin::pin!(stop);
-        let read = |p: &std::path::Path| std::fs::read(p).ok();
-        let mut applied = read(&path);
-        let mut pending: Option<Vec<u8>> = None;
-        loop {
-            tokio::select! {
-                _ = &mut stop => return,
-                _ = tokio::time::sleep(WATCH_EVERY) => {}
-            }
-            let now = read(&path);
-            if now == applied {
-                pending = None;
-                continue;
-            }
-            if pending.is_some() && pending == now {
-                tracing::info!(file = %path.display(), "the config file changed on disk: reloading");
-                // A refused reload is logged by `reload`; the old config keeps serving.
-                let _ = self.reload(None).await;
-                applied = now;
-                pending = None;
-            } else {
-                pending = now;
-            }
-        }
     }
 
     async fn persist(

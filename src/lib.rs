@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod recorder;
 pub mod report;
 pub mod routing;
+pub mod schedule;
 pub mod server;
 pub mod state;
 pub mod tls;
