@@ -288,17 +288,15 @@ impl Proxy {
     ) -> Result<(Response<Incoming>, std::time::Duration), (ExchangeError, std::time::Duration)>
     {
         let endpoint = &pool.endpoints[i].config;
-        let mut uri = Uri::builder()
-            .scheme(endpoint.scheme.clone())
-            .authority(endpoint.authority.clone());
-        uri = uri.path_and_query(
-            parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/"),
-        );
-        parts.uri = match uri.build() {
+        // The target is reused as it came (its bytes are shared, not copied); only the scheme and
+        // authority change to the endpoint's.
+        let mut target = std::mem::take(&mut parts.uri).into_parts();
+        target.scheme = Some(endpoint.scheme.clone());
+        target.authority = Some(endpoint.authority.clone());
+        if target.path_and_query.is_none() {
+            target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = match Uri::from_parts(target) {
             Ok(u) => u,
             Err(_) => return Err((ExchangeError::Protocol, std::time::Duration::ZERO)),
         };
