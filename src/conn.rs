@@ -4,7 +4,8 @@
 //! (or HTTP/2 preface) is closed after `header_read`.
 //!
 //! `GuardedIo` wraps the socket and learns from `ConnState` whether a request is in flight: the
-//! server counts a request from the service call until its response body is dropped.
+//! server counts a request from the service call until its response body is dropped. Deadlines
+//! are enforced within a quarter of the shorter allowance (a coarse tick, not a timer per request).
 
 use std::future::Future;
 use std::io;
@@ -72,6 +73,12 @@ pub struct GuardedIo<I> {
     inner: I,
     state: Arc<ConnState>,
     phase: Phase,
+    /// When the phase began.
+    since: Instant,
+    /// Whether any request has been served on this connection.
+    served: bool,
+    /// The deadline check's period: a quarter of the shorter allowance.
+    tick: Duration,
     timer: Pin<Box<Sleep>>,
     header_read: Duration,
     idle: Duration,
@@ -91,17 +98,33 @@ impl<I> GuardedIo<I> {
         idle: Duration,
         write_limit: Duration,
     ) -> Self {
+        let tick = (header_read.min(idle) / 4).max(Duration::from_millis(10));
         GuardedIo {
             inner,
             state,
             phase: Phase::Idle,
-            // The first request head (or preface) gets header_read, not the idle allowance.
-            timer: Box::pin(tokio::time::sleep(header_read)),
+            since: Instant::now(),
+            served: false,
+            tick,
+            timer: Box::pin(tokio::time::sleep(tick)),
             header_read,
             idle,
             h2: None,
             write_stall: None,
             write_limit,
+        }
+    }
+
+    /// Follows the server's count of requests in flight: busy while one is, idle from the moment
+    /// the last one's response is done (as far as this connection has noticed).
+    fn follow_requests(&mut self) {
+        let busy = self.state.inflight.load(Ordering::Acquire) > 0;
+        if busy && self.phase != Phase::Busy {
+            self.phase = Phase::Busy;
+            self.served = true;
+        } else if !busy && self.phase == Phase::Busy {
+            self.phase = Phase::Idle;
+            self.since = Instant::now();
         }
     }
 
@@ -145,16 +168,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<I> {
         if this.state.upgraded.load(Ordering::Acquire) {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        let busy = this.state.inflight.load(Ordering::Acquire) > 0;
-        if busy && this.phase != Phase::Busy {
-            this.phase = Phase::Busy;
-            // Re-checked every `idle` while busy: a connection that went quiet without a read
-            // to notice it is still closed, within twice the idle allowance.
-            this.timer.as_mut().reset(Instant::now() + this.idle);
-        } else if !busy && this.phase == Phase::Busy {
-            this.phase = Phase::Idle;
-            this.timer.as_mut().reset(Instant::now() + this.idle);
-        }
+        this.follow_requests();
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -165,30 +179,40 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<I> {
                 // HTTP/2 frames between streams (pings, settings) are not a request head.
                 if !got.is_empty() && this.phase == Phase::Idle && this.h2 != Some(true) {
                     this.phase = Phase::Head;
-                    this.timer.as_mut().reset(Instant::now() + this.header_read);
+                    this.since = Instant::now();
                 }
                 return Poll::Ready(Ok(()));
             }
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => {}
         }
-        if this.timer.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
+        // Deadlines are checked on a coarse tick rather than re-armed per request: a timer
+        // reset costs a trip through the runtime's timer wheel, a tick a few per connection.
+        loop {
+            if this.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.follow_requests();
+            let now = Instant::now();
+            let allowance = match this.phase {
+                Phase::Busy => None,
+                Phase::Head => Some(this.header_read),
+                // Before the first request, even a connection with nothing to say gets only
+                // the head's allowance.
+                Phase::Idle if !this.served => Some(this.header_read),
+                Phase::Idle => Some(this.idle),
+            };
+            if allowance.is_some_and(|a| now >= this.since + a) {
+                if this.phase == Phase::Head && this.h2 != Some(true) {
+                    this.state.metrics.reject("header_timeout");
+                    // Best effort: the socket's buffer is empty while we wait for a head.
+                    let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
+                }
+                // End of stream: hyper closes the connection.
+                return Poll::Ready(Ok(()));
+            }
+            this.timer.as_mut().reset(now + this.tick);
         }
-        if this.phase == Phase::Busy {
-            // Still serving: look again later. Not busy any more: the idle allowance starts.
-            this.phase = if busy { Phase::Busy } else { Phase::Idle };
-            this.timer.as_mut().reset(Instant::now() + this.idle);
-            let _ = this.timer.as_mut().poll(cx);
-            return Poll::Pending;
-        }
-        if this.phase == Phase::Head {
-            this.state.metrics.reject("header_timeout");
-            // Best effort: the socket's buffer is empty while we wait for a head.
-            let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
-        }
-        // End of stream: hyper closes the connection.
-        Poll::Ready(Ok(()))
     }
 }
 

@@ -50,6 +50,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The trigger whose evidence is nearest its threshold, in either scope.
+fn closest(evidence: &serde_json::Value) -> &'static str {
+    let gap = |t: &str| {
+        let e = &evidence[t];
+        let f = |k: &str| e[k].as_f64().unwrap_or(f64::NEG_INFINITY);
+        (f("cumulative") - f("threshold_cumulative")).max(f("window") - f("threshold_window"))
+    };
+    Trigger::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .max_by(|a, b| gap(a).total_cmp(&gap(b)))
+        .unwrap_or("error_rate")
+}
+
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
@@ -161,9 +175,16 @@ impl Control {
                 j.figures(Cohort::Stable),
             )
         };
-        let ev = &figures["evidence"][trigger];
+        // A manual rollback has no evidence of its own: show the trigger closest to firing.
+        let shown = if figures["evidence"][trigger].is_object() {
+            trigger
+        } else {
+            closest(&figures["evidence"])
+        };
+        let ev = &figures["evidence"][shown];
         tracing::error!(
             trigger,
+            evidence_trigger = shown,
             evidence_cumulative = %ev["cumulative"], threshold_cumulative = %ev["threshold_cumulative"],
             evidence_window = %ev["window"], threshold_window = %ev["threshold_window"],
             canary_requests = canary.requests, canary_error_rate = canary.error_rate, canary_p99 = canary.p99_latency,
