@@ -228,3 +228,58 @@ fn a_missing_file_and_a_missing_config_flag_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `canary-proxy --config FILE` runs the proxy (no subcommand), and `--log-format json` works
+/// after the subcommand or before it: every log line is a JSON object.
+#[test]
+fn config_alone_runs_and_json_logs_are_json() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("canary.toml");
+    let toml = BASE.replace(
+        "[stable]",
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[stable]",
+    );
+    std::fs::write(&path, toml).unwrap();
+    for args in [
+        vec!["--config", path.to_str().unwrap(), "--log-format", "json"],
+        vec!["--log-format", "json", "--config", path.to_str().unwrap()],
+    ] {
+        let mut child = Command::new(bin())
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let mut serving = false;
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while let Ok(line) =
+            rx.recv_timeout(until.saturating_duration_since(std::time::Instant::now()))
+        {
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            if v["fields"]["message"] == "canary-proxy serving" {
+                assert!(v["fields"]["proxy"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("127.0.0.1:"));
+                serving = true;
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(serving, "{args:?}: the proxy did not start serving");
+    }
+}
