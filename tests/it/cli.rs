@@ -283,3 +283,26 @@ fn config_alone_runs_and_json_logs_are_json() {
         assert!(serving, "{args:?}: the proxy did not start serving");
     }
 }
+
+#[test]
+fn a_token_file_is_read_relative_to_the_config_and_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "  s3cret-from-file \n").unwrap();
+    let path = dir.path().join("canary.toml");
+    std::fs::write(
+        &path,
+        format!("{BASE}\n[admin]\nlisten = \"0.0.0.0:9090\"\ntoken_file = \"token\"\n"),
+    )
+    .unwrap();
+    let c = canary_proxy::config::Config::load(&path, &|_| None)
+        .expect("a token file allows a public admin address");
+    assert_eq!(c.admin.token.as_deref(), Some("s3cret-from-file"));
+    let r = check(
+        &std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("token_file = \"token\"", "token_file = \"missing\""),
+        &[],
+    );
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("admin.token_file"), "{}", r.stderr);
+}

@@ -196,3 +196,59 @@ async fn reload_applies_a_valid_file_and_refuses_an_invalid_one() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(proxy.logs().contains("reload refused"), "{}", proxy.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_window_unless_the_canary_version_changes() {
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("canary.toml");
+    write_config(&config, &s, &k, "v2", 50.0);
+    let proxy = spawn_binary(&config, &[]);
+    cohorts(&proxy, 60).await;
+    let metrics = |b: &Binary| {
+        let url = format!("http://{}/canary/metrics", b.admin);
+        async move { serde_json::from_str::<Value>(&get(&client(), &url, &[]).await.body).unwrap() }
+    };
+    // Wait for the slices to close, so the window holds the 60 requests.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while metrics(&proxy).await["stable_requests"].as_u64().unwrap()
+        + metrics(&proxy).await["canary_requests"].as_u64().unwrap()
+        < 60
+    {
+        assert!(std::time::Instant::now() < until, "the window never filled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Same version, new percent: the window stays.
+    write_config(&config, &s, &k, "v2", 60.0);
+    assert_eq!(
+        admin_post(proxy.admin, "/canary/reload", None, "")
+            .await
+            .status,
+        200
+    );
+    let m = metrics(&proxy).await;
+    assert_eq!(
+        m["stable_requests"].as_u64().unwrap() + m["canary_requests"].as_u64().unwrap(),
+        60,
+        "{m}"
+    );
+    assert_eq!(m["traffic_percent"], 60.0);
+    // A new version: a new judgement, an empty window.
+    write_config(&config, &s, &k, "v3", 60.0);
+    assert_eq!(
+        admin_post(proxy.admin, "/canary/reload", None, "")
+            .await
+            .status,
+        200
+    );
+    let m = metrics(&proxy).await;
+    assert_eq!(
+        (m["stable_requests"].as_u64(), m["canary_requests"].as_u64()),
+        (Some(0), Some(0)),
+        "{m}"
+    );
+    assert_eq!(m["canary_version"], "v3");
+}
