@@ -54,7 +54,7 @@ pub struct Hop<'a> {
     pub peer_trusted: bool,
     pub tls: bool,
     /// The request's authority when it came as an HTTP/2 `:authority` or absolute URI.
-    pub authority: Option<&'a str>,
+    pub authority: Option<&'a http::uri::Authority>,
     pub cohort: &'a HeaderValue,
 }
 
@@ -84,7 +84,10 @@ pub fn to_upstream(headers: &mut HeaderMap, hop: &Hop<'_>) {
 
     // The client's Host is kept; an HTTP/2 request carries it as :authority instead.
     if !headers.contains_key(HOST) {
-        if let Some(v) = hop.authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+        if let Some(v) = hop
+            .authority
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
             headers.insert(HOST, v);
         }
     }

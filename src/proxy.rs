@@ -121,7 +121,8 @@ impl Proxy {
         let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let grpc = is_grpc(&req);
         let (mut parts, body) = req.into_parts();
-        let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
+        // Shared bytes, not a copy: only HTTP/2 and absolute-form requests carry one.
+        let authority = parts.uri.authority().cloned();
         let te_trailers = parts
             .headers
             .get(TE)
@@ -131,7 +132,7 @@ impl Proxy {
             peer,
             peer_trusted: !trusted.is_empty() && trusted.iter().any(|n| n.contains(&peer)),
             tls: conn.tls,
-            authority: authority.as_deref(),
+            authority: authority.as_ref(),
             cohort: &table.cohort_headers[cohort.index()],
         };
         headers::to_upstream(&mut parts.headers, &hop);

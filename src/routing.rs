@@ -132,10 +132,6 @@ impl RoutingTable {
             Cohort::Canary => &self.canary,
         }
     }
-
-    pub fn version(&self, cohort: Cohort) -> &str {
-        &self.pool(cohort).version
-    }
 }
 
 fn same_endpoints(pool: &Pool, eps: &[EndpointConfig]) -> bool {

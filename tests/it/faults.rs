@@ -162,6 +162,11 @@ async fn garbage_and_mid_body_resets_from_upstreams() {
     let p = start_proxy(&cfg.toml()).await;
     let got = get(&client(), &p.url("/"), &[]).await;
     assert_eq!(got.status, 502, "{}", got.body);
+    let m = scrape(p.admin).await;
+    assert!(
+        m.contains(r#"canary_upstream_failures_total{cohort="stable",kind="protocol"} 1"#),
+        "garbage is a protocol failure: {m}"
+    );
     p.stop().await;
 
     cfg.stable =

@@ -118,15 +118,9 @@ async fn h2c_requests_are_served_on_the_same_port() {
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 0.0;
     let proxy = start_proxy(&cfg.toml()).await;
-    let h2: hyper_util::client::legacy::Client<_, Full<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .http2_only(true)
-            .build_http();
-    let url = format!("http://shop.example:{}/h2", proxy.addr.port());
-    let mut req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
-    // Connect to the proxy while the request's authority names the site.
-    *req.uri_mut() = format!("http://127.0.0.1:{}/h2", proxy.addr.port())
-        .parse()
+    let h2 = h2_client();
+    let mut req = Request::get(format!("http://127.0.0.1:{}/h2", proxy.addr.port()))
+        .body(Full::new(Bytes::new()))
         .unwrap();
     req.headers_mut().insert("x-user-id", "u1".parse().unwrap());
     let resp = h2.request(req).await.expect("h2c answer");

@@ -84,18 +84,8 @@ async fn the_latch_survives_sigkill_until_a_new_version_or_a_resume() {
     assert_eq!(status(&proxy).await["state"], "active");
     assert!(cohorts(&proxy, 40).await.contains(&"canary".to_string()));
     // Roll v3 back, then resume it: re-armed, and the file says so.
-    assert_eq!(
-        admin_post(proxy.admin, "/canary/rollback", None, "")
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        admin_post(proxy.admin, "/canary/resume", None, "")
-            .await
-            .status,
-        200
-    );
+    post_ok(proxy.admin, "/canary/rollback").await;
+    post_ok(proxy.admin, "/canary/resume").await;
     assert_eq!(status(&proxy).await["state"], "active");
     let state: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("latch.json")).unwrap())
@@ -168,26 +158,11 @@ async fn reload_applies_a_valid_file_and_refuses_an_invalid_one() {
 
     // The latch survives a reload of the same version, and a new version clears it.
     write_config(&config, &s, &k, "v2", 100.0);
-    assert_eq!(
-        admin_post(proxy.admin, "/canary/rollback", None, "")
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        admin_post(proxy.admin, "/canary/reload", None, "")
-            .await
-            .status,
-        200
-    );
+    post_ok(proxy.admin, "/canary/rollback").await;
+    post_ok(proxy.admin, "/canary/reload").await;
     assert_eq!(status(&proxy).await["state"], "rolled_back");
     write_config(&config, &s, &k, "v4", 100.0);
-    assert_eq!(
-        admin_post(proxy.admin, "/canary/reload", None, "")
-            .await
-            .status,
-        200
-    );
+    post_ok(proxy.admin, "/canary/reload").await;
     let st = status(&proxy).await;
     assert_eq!(
         (st["state"].as_str(), st["canary_version"].as_str()),
@@ -223,12 +198,7 @@ async fn a_reload_keeps_the_window_unless_the_canary_version_changes() {
     }
     // Same version, new percent: the window stays.
     write_config(&config, &s, &k, "v2", 60.0);
-    assert_eq!(
-        admin_post(proxy.admin, "/canary/reload", None, "")
-            .await
-            .status,
-        200
-    );
+    post_ok(proxy.admin, "/canary/reload").await;
     let m = metrics(&proxy).await;
     assert_eq!(
         m["stable_requests"].as_u64().unwrap() + m["canary_requests"].as_u64().unwrap(),
@@ -238,12 +208,7 @@ async fn a_reload_keeps_the_window_unless_the_canary_version_changes() {
     assert_eq!(m["traffic_percent"], 60.0);
     // A new version: a new judgement, an empty window.
     write_config(&config, &s, &k, "v3", 60.0);
-    assert_eq!(
-        admin_post(proxy.admin, "/canary/reload", None, "")
-            .await
-            .status,
-        200
-    );
+    post_ok(proxy.admin, "/canary/reload").await;
     let m = metrics(&proxy).await;
     assert_eq!(
         (m["stable_requests"].as_u64(), m["canary_requests"].as_u64()),

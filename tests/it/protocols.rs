@@ -135,10 +135,7 @@ async fn a_grpc_call_over_h2c_keeps_its_trailers() {
     cfg.percent = 0.0;
     cfg.stable = vec![grpc_upstream(seen.clone()).await];
     let proxy = start_proxy(&cfg.toml()).await;
-    let h2: hyper_util::client::legacy::Client<_, Full<Bytes>> =
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build_http();
+    let h2 = h2_client();
     let req = Request::post(proxy.url("/pkg.Service/Method"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")

@@ -8,10 +8,8 @@ mod upstream;
 pub use binary::*;
 pub use upstream::*;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use canary_proxy::app::App;
@@ -212,15 +210,6 @@ pub async fn get(client: &Client, url: &str, headers: &[(&str, &str)]) -> Got {
     send(client, b.body(full(Bytes::new())).unwrap()).await
 }
 
-/// Counts of values, for split checks.
-pub fn tally<'a>(items: impl IntoIterator<Item = &'a str>) -> HashMap<&'a str, usize> {
-    let mut m = HashMap::new();
-    for i in items {
-        *m.entry(i).or_insert(0) += 1;
-    }
-    m
-}
-
 /// Sends `n` requests from `concurrency` tasks, ids `{prefix}{i}`, to `path`; returns the
 /// (status, cohort) of each.
 pub async fn drive(
@@ -277,14 +266,18 @@ pub async fn admin_post(admin: SocketAddr, path: &str, token: Option<&str>, body
     .await
 }
 
-/// Polls the status until `state` or `limit` passes.
-pub async fn wait_for_state(proxy: &TestProxy, state: &str, limit: Duration) -> serde_json::Value {
-    let until = std::time::Instant::now() + limit;
-    loop {
-        let s = admin_json(proxy, "/canary/status").await;
-        if s["state"] == state || std::time::Instant::now() > until {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// POSTs to an admin path without a token and asserts it was accepted.
+pub async fn post_ok(admin: SocketAddr, path: &str) {
+    let got = admin_post(admin, path, None, "").await;
+    assert_eq!(got.status, 200, "POST {path}: {}", got.body);
+}
+
+/// A client that speaks HTTP/2 only (h2c with prior knowledge).
+pub fn h2_client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
 }
