@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::config::Config;
-use crate::control::Control;
+use crate::control::{Control, Start};
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::proxy::{Conn, Proxy};
 use crate::recorder::Recorder;
@@ -35,6 +36,8 @@ pub enum AppError {
     Tls(String),
     #[error("proxy.access_log: cannot open it: {0}")]
     AccessLog(String),
+    #[error("{0}")]
+    Fleet(String),
 }
 
 pub struct App {
@@ -70,15 +73,15 @@ impl App {
     pub async fn bind(config: Config, config_path: Option<PathBuf>) -> Result<App, AppError> {
         let config = Arc::new(config);
         let latch = state::load(&config.state.path)?;
-        let (latched, last_rollback) = match latch {
+        let (latched, last_rollback, generation) = match latch {
             Some(l) if l.canary_version == config.canary.version => {
-                (l.rolled_back, l.last_rollback)
+                (l.rolled_back, l.last_rollback, l.generation)
             }
             Some(l) => {
                 tracing::info!(old = %l.canary_version, new = %config.canary.version, "a new canary version: the old latch does not apply");
-                (false, None)
+                (false, None, 0)
             }
-            None => (false, None),
+            None => (false, None, 0),
         };
         if latched {
             tracing::warn!(canary_version = %config.canary.version, "the state file says this canary was rolled back: all traffic goes to stable until resumed");
@@ -91,13 +94,27 @@ impl App {
         let table = RoutingTable::build(config.clone(), latched, None, &metrics, tls);
         let router = Arc::new(Router::new(table));
         let recorder = Arc::new(Recorder::default());
+        let fleet = match &config.fleet {
+            Some(f) => Some(Arc::new(
+                Fleet::new(f.clone(), metrics.register_fleet()).map_err(AppError::Fleet)?,
+            )),
+            None => None,
+        };
         let control = Arc::new(Control::new(
             router.clone(),
             recorder.clone(),
             metrics.clone(),
-            config_path,
-            last_rollback,
+            Start {
+                config_path,
+                last_rollback,
+                generation,
+                fleet: fleet.clone(),
+            },
         ));
+        if let Some(f) = &fleet {
+            // Read the fleet's latch before serving a single request.
+            f.first_read(&control).await;
+        }
         let mut proxy =
             Proxy::new(router, recorder, metrics.clone(), &config).map_err(AppError::Tls)?;
         proxy.access_log =
@@ -174,7 +191,12 @@ impl App {
             stopped(stop_rx.clone()),
         ));
         let evaluator = tokio::spawn(self.control.clone().run_evaluator(stopped(stop_rx.clone())));
-        let watcher = tokio::spawn(self.control.clone().run_watcher(stopped(stop_rx)));
+        let watcher = tokio::spawn(self.control.clone().run_watcher(stopped(stop_rx.clone())));
+        let fleet = self
+            .control
+            .fleet()
+            .cloned()
+            .map(|f| tokio::spawn(f.run(self.control.clone(), stopped(stop_rx))));
         tracing::info!(
             proxy = %proxy_addr, admin = %admin_addr,
             stable = %c.stable.version, canary = %c.canary.version,
@@ -188,6 +210,9 @@ impl App {
         let _ = admin.await;
         let _ = evaluator.await;
         let _ = watcher.await;
+        if let Some(f) = fleet {
+            let _ = f.await;
+        }
         if let Err(e) = self.control.flush().await {
             tracing::error!(error = %e, "could not flush the state file");
         }

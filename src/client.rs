@@ -115,6 +115,39 @@ pub fn human_status(v: &Value) -> String {
                     c["requests"], c["error_rate"], c["p99_latency"]
                 ));
             }
+            if let Some(by) = r.get("replica").and_then(Value::as_str) {
+                out.push_str(&format!("  decided by replica {by}\n"));
+            }
+        }
+    }
+    if let Some(f) = v["fleet"].as_object() {
+        let replicas: Vec<String> = f
+            .get("replicas")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        format!(
+                            "{} ({} {}, {} %)",
+                            r["replica"].as_str().unwrap_or("?"),
+                            r["canary_version"].as_str().unwrap_or("?"),
+                            r["state"].as_str().unwrap_or("?"),
+                            r["traffic_percent"]
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "fleet:    {} as {}, Redis {}; {} replicas: {}\n",
+            f.get("name").and_then(Value::as_str).unwrap_or("?"),
+            f.get("replica").and_then(Value::as_str).unwrap_or("?"),
+            f.get("redis").and_then(Value::as_str).unwrap_or("?"),
+            replicas.len(),
+            replicas.join(", ")
+        ));
+        if let Some(w) = f.get("warning").and_then(Value::as_str) {
+            out.push_str(&format!("  WARNING: {w}\n"));
         }
     }
     out

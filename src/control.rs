@@ -4,11 +4,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cohort::Cohort;
 use crate::config::Config;
+use crate::fleet::{Claim, Fleet};
 use crate::judge::{Scope, Trigger};
 use crate::judgement::Judgement;
 use crate::metrics::Metrics;
@@ -43,7 +45,19 @@ pub struct Control {
     judgement: Mutex<Judgement>,
     last_rollback: Mutex<Option<RollbackRecord>>,
     pub(crate) config_path: Option<PathBuf>,
-    transitions: tokio::sync::Mutex<()>,
+    pub(crate) transitions: tokio::sync::Mutex<()>,
+    pub(crate) fleet: Option<Arc<Fleet>>,
+    /// The latch's generation for this canary version (resumes seen): see `fleet::wire::Latch`.
+    pub(crate) generation: AtomicU64,
+}
+
+/// What a `Control` starts from besides the routing parts.
+#[derive(Default)]
+pub struct Start {
+    pub config_path: Option<PathBuf>,
+    pub last_rollback: Option<RollbackRecord>,
+    pub generation: u64,
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,8 +87,7 @@ impl Control {
         router: Arc<Router>,
         recorder: Arc<Recorder>,
         metrics: Arc<Metrics>,
-        config_path: Option<PathBuf>,
-        last_rollback: Option<RollbackRecord>,
+        start: Start,
     ) -> Self {
         let table = router.load();
         let judgement = Judgement::new(&table.config.rollback);
@@ -83,9 +96,11 @@ impl Control {
             recorder,
             metrics,
             judgement: Mutex::new(judgement),
-            last_rollback: Mutex::new(last_rollback),
-            config_path,
+            last_rollback: Mutex::new(start.last_rollback),
+            config_path: start.config_path,
             transitions: tokio::sync::Mutex::new(()),
+            fleet: start.fleet,
+            generation: AtomicU64::new(start.generation),
         };
         c.publish(&table);
         c
@@ -99,8 +114,16 @@ impl Control {
         lock(&self.last_rollback).clone()
     }
 
+    pub(crate) fn set_last_rollback(&self, record: Option<RollbackRecord>) {
+        *lock(&self.last_rollback) = record;
+    }
+
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.as_ref()
+    }
+
     /// Gauges that follow the routing table and the judgement.
-    fn publish(&self, table: &RoutingTable) {
+    pub(crate) fn publish(&self, table: &RoutingTable) {
         self.metrics.active.set((table.threshold_ppm > 0) as i64);
         self.metrics
             .traffic_percent
@@ -125,11 +148,21 @@ impl Control {
     /// One `evaluate_every` slice: take both cohorts' counts, judge, and roll back on a trigger.
     pub async fn tick(&self) {
         let table = self.router.load();
-        let r = &table.config.rollback;
         let stable = self.recorder.take_slice(Cohort::Stable);
         let canary = self.recorder.take_slice(Cohort::Canary);
-        let verdict = self.judgement().step(r, &stable, &canary);
-        self.publish(&table);
+        self.judge_slice(&table, &stable, &canary).await;
+    }
+
+    /// Judges one slice's counts (this replica's, or the fleet's sums) and rolls back on a trigger.
+    pub(crate) async fn judge_slice(
+        &self,
+        table: &RoutingTable,
+        stable: &crate::recorder::SliceCounts,
+        canary: &crate::recorder::SliceCounts,
+    ) {
+        let r = &table.config.rollback;
+        let verdict = self.judgement().step(r, stable, canary);
+        self.publish(table);
         if let (Some(trigger), true, CanaryState::Active) = (verdict.fired, r.auto, table.state) {
             let reason = format!(
                 "the judge found the canary beyond its {} limit",
@@ -160,11 +193,18 @@ impl Control {
         });
         let swap = fired_at.elapsed();
         let Some((_, table)) = swapped else {
-            return Err(ControlError::Conflict(
-                "the canary is already rolled back".into(),
-            ));
+            let by = match self.last_rollback() {
+                Some(RollbackRecord {
+                    replica: Some(r),
+                    trigger,
+                    ..
+                }) => format!(" (by replica {r}, trigger {trigger})"),
+                _ => String::new(),
+            };
+            return Err(ControlError::Conflict(format!(
+                "the canary is already rolled back{by}"
+            )));
         };
-        self.metrics.rollbacks.with_label_values(&[trigger]).inc();
         self.publish(&table);
         let cfg = &table.config;
         let (figures, canary, stable) = {
@@ -181,7 +221,47 @@ impl Control {
         } else {
             closest(&figures["evidence"])
         };
-        let ev = &figures["evidence"][shown];
+        let ev = &figures["evidence"][shown].clone();
+        let mut record = RollbackRecord {
+            trigger: trigger.into(),
+            reason: reason.clone(),
+            at: now_rfc3339(),
+            canary_version: cfg.canary.version.clone(),
+            figures,
+            replica: self.fleet.as_ref().map(|f| f.config.replica.clone()),
+        };
+        // In a fleet the first decision written wins: one record, one count, everywhere.
+        let latch = crate::fleet::wire::Latch {
+            generation: self.generation.load(Ordering::Acquire),
+            rolled_back: true,
+        };
+        let claim = match &self.fleet {
+            Some(f) => {
+                let text = serde_json::to_string(&record).unwrap_or_default();
+                f.claim(&cfg.canary.version, latch, &text).await
+            }
+            None => Claim::Alone,
+        };
+        let mut ahead = None;
+        match claim {
+            Claim::Lost(remote) if remote.latch() == latch => {
+                tracing::warn!(by = %remote.by, trigger, "rolled back; replica {} decided first and its record is kept", remote.by);
+                record = remote.record().unwrap_or(record);
+                *lock(&self.last_rollback) = Some(record.clone());
+                self.persist(&cfg.state.path, &cfg.canary.version, true)
+                    .await?;
+                return Ok((
+                    record,
+                    Transition {
+                        before,
+                        after: CanaryState::RolledBack,
+                    },
+                ));
+            }
+            Claim::Lost(remote) => ahead = Some(remote),
+            Claim::Won | Claim::Alone => {}
+        }
+        self.metrics.rollbacks.with_label_values(&[trigger]).inc();
         tracing::error!(
             trigger,
             evidence_trigger = shown,
@@ -193,16 +273,13 @@ impl Control {
             "canary rolled back by trigger {trigger}: every new request now goes to stable"
         );
         tracing::warn!(%reason, canary_version = %cfg.canary.version, caller = ?caller, before = before.as_str(), after = "rolled_back", "rolled back");
-        let record = RollbackRecord {
-            trigger: trigger.into(),
-            reason,
-            at: now_rfc3339(),
-            canary_version: cfg.canary.version.clone(),
-            figures,
-        };
         *lock(&self.last_rollback) = Some(record.clone());
         self.persist(&cfg.state.path, &cfg.canary.version, true)
             .await?;
+        if let Some(remote) = ahead {
+            // The fleet moved past this rollback already (a resume raced it): follow it.
+            self.adopt_locked(&remote).await;
+        }
         Ok((
             record,
             Transition {
@@ -226,6 +303,7 @@ impl Control {
             )));
         };
         self.restart_judgement(&table);
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         tracing::warn!(caller = ?caller, canary_version = %table.config.canary.version, before = "rolled_back", after = table.state.as_str(), "resumed: the canary is re-armed with an empty window");
         self.persist(
             &table.config.state.path,
@@ -233,6 +311,15 @@ impl Control {
             false,
         )
         .await?;
+        if let Some(f) = &self.fleet {
+            let latch = crate::fleet::wire::Latch {
+                generation,
+                rolled_back: false,
+            };
+            if let Claim::Lost(remote) = f.claim(&table.config.canary.version, latch, "").await {
+                self.adopt_locked(&remote).await;
+            }
+        }
         Ok(Transition {
             before: CanaryState::RolledBack,
             after: table.state,
@@ -251,7 +338,7 @@ impl Control {
         }
     }
 
-    fn restart_judgement(&self, table: &RoutingTable) {
+    pub(crate) fn restart_judgement(&self, table: &RoutingTable) {
         // Counts recorded before now belong to the old judgement.
         let _ = self.recorder.take_slice(Cohort::Stable);
         let _ = self.recorder.take_slice(Cohort::Canary);
@@ -286,6 +373,11 @@ impl Control {
                 )));
             }
         }
+        if old.config.fleet != config.fleet {
+            return Err(refuse(
+                "[fleet] cannot change on reload: restart instead".into(),
+            ));
+        }
         let tls = match &config.proxy.tls {
             Some(files) => Some(crate::tls::server_config(files).map_err(refuse)?),
             None => None,
@@ -306,6 +398,7 @@ impl Control {
             })
             .expect("a reload always swaps");
         if new_version {
+            self.generation.store(0, Ordering::Release);
             self.restart_judgement(&table);
             self.persist(
                 &table.config.state.path,
@@ -316,6 +409,13 @@ impl Control {
         } else {
             self.judgement().retune(&table.config.rollback);
             self.publish(&table);
+        }
+        if let (true, Some(f)) = (new_version, &self.fleet) {
+            // The fleet may have judged this version already: read its latch before going on.
+            let (version, latch, record) = self.latch_now();
+            if let Claim::Lost(remote) = f.claim(&version, latch, &record).await {
+                self.adopt_locked(&remote).await;
+            }
         }
         tracing::info!(
             caller = ?caller, before = old.state.as_str(), after = table.state.as_str(),
@@ -340,7 +440,7 @@ impl Control {
         .await
     }
 
-    async fn persist(
+    pub(crate) async fn persist(
         &self,
         path: &std::path::Path,
         version: &str,
@@ -351,6 +451,7 @@ impl Control {
             canary_version: version.to_string(),
             rolled_back,
             last_rollback: self.last_rollback(),
+            generation: self.generation.load(Ordering::Acquire),
         };
         let path = path.to_path_buf();
         let started = Instant::now();

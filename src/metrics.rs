@@ -30,6 +30,13 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
 }
 
+#[derive(Clone)]
+pub struct FleetMetrics {
+    pub replicas: IntGauge,
+    pub redis_up: IntGauge,
+    pub propagation: Histogram,
+}
+
 /// One cohort-and-version's handles, resolved when its pool is built.
 #[derive(Clone)]
 pub struct CohortMetrics {
@@ -150,6 +157,40 @@ impl Metrics {
             judge_evidence,
             judge_threshold,
             access_log_dropped,
+        }
+    }
+
+    /// The fleet's series, registered only with `[fleet]`.
+    pub fn register_fleet(&self) -> FleetMetrics {
+        let r = &self.registry;
+        let replicas = IntGauge::new(
+            "canary_fleet_replicas",
+            "Replicas of this fleet seen alive, this one included.",
+        )
+        .expect("valid metric");
+        let redis_up = IntGauge::new(
+            "canary_fleet_redis_up",
+            "1 while this replica reaches the fleet's Redis.",
+        )
+        .expect("valid metric");
+        let propagation = Histogram::with_opts(
+            HistogramOpts::new(
+                "canary_fleet_latch_propagation_seconds",
+                "From a latch change written by another replica to its swap here.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        for m in [&replicas, &redis_up] {
+            r.register(Box::new(m.clone())).expect("registered once");
+        }
+        r.register(Box::new(propagation.clone()))
+            .expect("registered once");
+        replicas.set(1);
+        FleetMetrics {
+            replicas,
+            redis_up,
+            propagation,
         }
     }
 

@@ -32,7 +32,7 @@ pub fn go_duration(d: Duration) -> String {
 pub fn status(control: &Control) -> Value {
     let table = control.router.load();
     let c = &table.config;
-    json!({
+    let mut out = json!({
         "state": table.state.as_str(),
         "traffic_percent": c.canary.traffic_percent,
         "stable_version": c.stable.version,
@@ -41,9 +41,13 @@ pub fn status(control: &Control) -> Value {
         "auto_rollback": c.rollback.auto,
         "last_rollback": control.last_rollback().map(|r| json!({
             "trigger": r.trigger, "reason": r.reason, "at": r.at,
-            "canary_version": r.canary_version, "figures": r.figures,
+            "canary_version": r.canary_version, "figures": r.figures, "replica": r.replica,
         })),
-    })
+    });
+    if let Some(f) = control.fleet() {
+        out["fleet"] = f.view(&control.card(&table, 0));
+    }
+    out
 }
 
 pub fn metrics(control: &Control) -> Value {

@@ -5,12 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::control::Control;
+use crate::fleet::{now_ms, Fleet};
 
 const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 impl Control {
     /// Runs `tick` every `evaluate_every` (read afresh, so a reload can change it) until `stop`.
     pub async fn run_evaluator(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        if let Some(fleet) = self.fleet().cloned() {
+            return self.run_fleet_evaluator(&fleet, stop).await;
+        }
         let mut stop = std::pin::pin!(stop);
         let mut every = self.router.load().config.rollback.evaluate_every;
         let mut next = tokio::time::Instant::now() + every;
@@ -30,6 +34,34 @@ impl Control {
                 // Late (a stalled machine): start the next slice now instead of catching up.
                 next = now + every;
             }
+        }
+    }
+
+    /// In a fleet slices follow the wall clock (slice k is [k, k+1) × `evaluate_every` since
+    /// the epoch) so that every replica's slice k covers the same second and they can be summed.
+    async fn run_fleet_evaluator(
+        &self,
+        fleet: &Fleet,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let every = self
+                .router
+                .load()
+                .config
+                .rollback
+                .evaluate_every
+                .as_millis() as u64;
+            let every = every.max(1);
+            let now = now_ms();
+            let k = now / every;
+            let wait = Duration::from_millis((k + 1) * every - now);
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            self.tick_fleet(fleet, k).await;
         }
     }
 

@@ -18,6 +18,9 @@ pub struct RollbackRecord {
     pub at: String,
     pub canary_version: String,
     pub figures: serde_json::Value,
+    /// The replica that decided, in a fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +31,11 @@ pub struct LatchState {
     pub canary_version: String,
     pub rolled_back: bool,
     pub last_rollback: Option<RollbackRecord>,
+    /// How many resumes this canary version has seen: the fleet's latch orders states by
+    /// (generation, rolled_back), so a resume outranks the rollback it clears. Files written
+    /// before fleets had none: 0.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +127,9 @@ mod tests {
                 at: "2026-11-26T10:00:00Z".into(),
                 canary_version: "v2".into(),
                 figures: serde_json::json!({"canary": {"requests": 10}}),
+                replica: None,
             }),
+            generation: 3,
         }
     }
 

@@ -28,6 +28,9 @@ pub const ENV_VARS: [(&str, &str, &str); 8] = [
     ("CANARY_ADMIN_TOKEN", "admin.token", "a token"),
 ];
 
+/// The Redis password of `[fleet]`: from the environment only, so it stays out of files.
+pub const FLEET_PASSWORD_VAR: &str = "CANARY_FLEET_REDIS_PASSWORD";
+
 /// Which keys came from which variable, so validation can blame the variable.
 #[derive(Debug, Default, Clone)]
 pub struct EnvOverrides {
@@ -97,6 +100,9 @@ pub fn apply_env(
             _ => unreachable!("every variable of ENV_VARS is handled"),
         }
         overrides.pairs.push((var, key));
+    }
+    if let (Some(fleet), Some(pw)) = (&mut raw.fleet, env(FLEET_PASSWORD_VAR)) {
+        fleet.password = Some(pw.trim_end_matches(['\r', '\n']).to_string());
     }
     Ok(overrides)
 }

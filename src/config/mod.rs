@@ -37,6 +37,7 @@ pub struct Config {
     pub state: StateConfig,
     pub timeouts: Timeouts,
     pub limits: Limits,
+    pub fleet: Option<FleetConfig>,
     /// What the config was built from, with env overrides and defaults applied: `check` prints it.
     pub effective: RawConfig,
 }
@@ -183,6 +184,16 @@ pub struct StateConfig {
     pub path: PathBuf,
 }
 
+/// `[fleet]`, checked: the Redis address with any password applied, the key prefix and this
+/// replica's name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetConfig {
+    pub redis: String,
+    pub password: Option<String>,
+    pub name: String,
+    pub replica: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timeouts {
     pub connect: Duration,
@@ -230,6 +241,9 @@ impl Config {
         let mut shown = self.effective.clone();
         if !shown.admin.token.is_empty() || self.admin.token.is_some() {
             shown.admin.token = "***".into();
+        }
+        if let Some(f) = &mut shown.fleet {
+            f.redis = crate::fleet::mask_password(&f.redis);
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }

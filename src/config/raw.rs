@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub state: RawState,
     pub timeouts: RawTimeouts,
     pub limits: RawLimits,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<RawFleet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,4 +213,17 @@ impl Default for RawLimits {
             max_uri_bytes: 8_192,
         }
     }
+}
+
+/// `[fleet]`: replicas of one service sharing a latch and a judgement through Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    pub redis: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub replica: String,
+    /// From `CANARY_FLEET_REDIS_PASSWORD` only: never read from (or printed into) the file.
+    #[serde(skip)]
+    pub password: Option<String>,
 }

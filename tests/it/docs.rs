@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use canary_proxy::config::{RawConfig, RawTls};
+use canary_proxy::config::{RawConfig, RawFleet, RawTls};
 
 use crate::support::*;
 
@@ -20,6 +20,12 @@ fn code_keys() -> BTreeSet<String> {
         key: "k".into(),
     });
     raw.admin.token_file = Some("f".into());
+    raw.fleet = Some(RawFleet {
+        redis: "redis://r:6379/0".into(),
+        name: "n".into(),
+        replica: "r".into(),
+        password: None,
+    });
     let value = toml::Value::try_from(&raw).unwrap();
     let mut keys = BTreeSet::new();
     fn walk(prefix: &str, v: &toml::Value, keys: &mut BTreeSet<String>) {

@@ -8,6 +8,7 @@ mod cohorts;
 mod dashboard;
 mod docs;
 mod faults;
+mod fleet;
 mod forwarding;
 mod hostile;
 mod latch;

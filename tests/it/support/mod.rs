@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 mod binary;
+mod redis_server;
 mod upstream;
 pub use binary::*;
+pub use redis_server::*;
 pub use upstream::*;
 
 use std::net::SocketAddr;

@@ -1,0 +1,149 @@
+//! The control plane's side of the fleet: the latch as this replica holds it, adopting the
+//! fleet's when it ranks higher, and the evaluator's slice judged on the fleet's sums.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::wire::{Latch, RemoteLatch, ReplicaCard, SliceWire};
+use super::{now_ms, Fleet};
+use crate::cohort::Cohort;
+use crate::control::Control;
+use crate::routing::{CanaryState, RoutingTable};
+
+/// How long a replica waits after a slice ends for the others to publish theirs.
+pub fn grace(every: Duration) -> Duration {
+    (every / 5).min(Duration::from_millis(200))
+}
+
+impl Control {
+    /// This replica's latch for its canary version, with the record that goes with it.
+    pub fn latch_now(&self) -> (String, Latch, String) {
+        let table = self.router.load();
+        let rolled_back = table.state == CanaryState::RolledBack;
+        let record = match (rolled_back, self.last_rollback()) {
+            (true, Some(r)) => serde_json::to_string(&r).unwrap_or_default(),
+            _ => String::new(),
+        };
+        let latch = Latch {
+            generation: self.generation.load(Ordering::Acquire),
+            rolled_back,
+        };
+        (table.config.canary.version.clone(), latch, record)
+    }
+
+    pub fn card(&self, table: &RoutingTable, requests: u64) -> ReplicaCard {
+        let c = &table.config;
+        ReplicaCard {
+            replica: self
+                .fleet
+                .as_ref()
+                .map(|f| f.config.replica.clone())
+                .unwrap_or_default(),
+            stable_version: c.stable.version.clone(),
+            canary_version: c.canary.version.clone(),
+            traffic_percent: c.canary.traffic_percent,
+            state: table.state.as_str().into(),
+            evaluate_every_ms: c.rollback.evaluate_every.as_millis() as u64,
+            requests,
+        }
+    }
+
+    /// Applies a latch from the fleet when it ranks above ours (for our canary version).
+    pub async fn adopt(&self, remote: &RemoteLatch) {
+        let _serial = self.transitions.lock().await;
+        self.adopt_locked(remote).await;
+    }
+
+    pub(crate) async fn adopt_locked(&self, remote: &RemoteLatch) {
+        let table = self.router.load();
+        if remote.version != table.config.canary.version {
+            return;
+        }
+        let rolled_back = table.state == CanaryState::RolledBack;
+        let ours = Latch {
+            generation: self.generation.load(Ordering::Acquire),
+            rolled_back,
+        };
+        let theirs = remote.latch();
+        if theirs <= ours {
+            return;
+        }
+        self.generation.store(theirs.generation, Ordering::Release);
+        let delay = remote
+            .at_ms()
+            .map(|at| Duration::from_millis(now_ms().saturating_sub(at)));
+        let delay_ms = delay.map(|d| d.as_millis() as u64);
+        match (theirs.rolled_back, rolled_back) {
+            (true, false) => {
+                let Some((_, table)) = self.router.update(|t| {
+                    (t.state != CanaryState::RolledBack).then(|| t.with_latch(true, &self.metrics))
+                }) else {
+                    return;
+                };
+                self.publish(&table);
+                let record = remote.record();
+                tracing::warn!(
+                    by = %remote.by, trigger = record.as_ref().map(|r| r.trigger.as_str()).unwrap_or(""),
+                    canary_version = %remote.version, delay_ms, before = "active", after = "rolled_back",
+                    "rolled back by the fleet: replica {} decided; every new request now goes to stable", remote.by
+                );
+                self.set_last_rollback(record);
+            }
+            (false, true) => {
+                let Some((_, table)) = self.router.update(|t| {
+                    (t.state == CanaryState::RolledBack).then(|| t.with_latch(false, &self.metrics))
+                }) else {
+                    return;
+                };
+                self.restart_judgement(&table);
+                tracing::warn!(by = %remote.by, canary_version = %remote.version, delay_ms, before = "rolled_back", after = table.state.as_str(), "resumed by the fleet: replica {} re-armed the canary", remote.by);
+            }
+            _ => {}
+        }
+        if theirs.rolled_back != rolled_back {
+            if let (Some(f), Some(d)) = (&self.fleet, delay) {
+                f.metrics().propagation.observe(d.as_secs_f64());
+            }
+        }
+        let table = self.router.load();
+        if let Err(e) = self
+            .persist(
+                &table.config.state.path,
+                &table.config.canary.version,
+                table.state == CanaryState::RolledBack,
+            )
+            .await
+        {
+            tracing::error!(error = %e, "the fleet's latch is in force but could not be written");
+        }
+    }
+
+    /// One wall-clock slice `k` in a fleet: publish ours, read the others', judge the sum.
+    /// Without Redis the slice is judged on our own counts, as on one machine.
+    pub async fn tick_fleet(&self, fleet: &Fleet, k: u64) {
+        let table = self.router.load();
+        let every = table.config.rollback.evaluate_every;
+        let stable = self.recorder.take_slice(Cohort::Stable);
+        let canary = self.recorder.take_slice(Cohort::Canary);
+        let mine = SliceWire::new(&stable, &canary);
+        let (mut s, mut c) = (stable, canary);
+        let at = (
+            table.config.canary.version.as_str(),
+            every.as_millis() as u64,
+            k,
+        );
+        if let Some(others) = fleet.exchange_slice(at, &mine, grace(every)).await {
+            for (_, w) in &others {
+                w.add_to(&mut s, &mut c);
+            }
+        }
+        if fleet.is_up() {
+            fleet
+                .heartbeat(&self.card(&table, mine.requests()), every)
+                .await;
+            // Anti-entropy: a missed message or a Redis that restarted empty is mended here.
+            fleet.reconcile(self).await;
+        }
+        self.judge_slice(&table, &s, &c).await;
+    }
+}

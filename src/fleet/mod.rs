@@ -1,0 +1,447 @@
+//! The fleet: replicas of one service that share one latch and one judgement through Redis.
+//!
+//! Redis is a meeting point, never a dependency of serving: every call is bounded by a short
+//! timeout, a replica that cannot reach it serves and judges alone, and the latch is
+//! grow-only (see `wire::Latch`) so losing Redis can never un-latch a rollback. Each replica
+//! keeps its latch in its own state file and writes it back when Redis has forgotten it.
+
+mod adopt;
+pub mod store;
+pub mod wire;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, RedisError};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use crate::config::FleetConfig;
+use crate::control::Control;
+use crate::metrics::FleetMetrics;
+use store::{Keys, Offer};
+use wire::{Latch, RemoteLatch, ReplicaCard};
+
+/// How long one Redis call may take before the replica goes on alone.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A replica that keeps failing to connect says so at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// The outcome of offering a latch change to the fleet.
+#[derive(Debug)]
+pub enum Claim {
+    /// Ours was written (or was already there).
+    Won,
+    /// The fleet held a latch ranking at least as high: it wins.
+    Lost(RemoteLatch),
+    /// No fleet, or Redis out of reach: the decision stands alone for now.
+    Alone,
+}
+
+pub struct Fleet {
+    pub config: FleetConfig,
+    keys: Keys,
+    client: redis::Client,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    up: AtomicBool,
+    lost: Notify,
+    metrics: FleetMetrics,
+    cards: Mutex<Vec<ReplicaCard>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The default replica name.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(h) if rc == 0 && !h.is_empty() => h.to_string(),
+        _ => format!("replica-{}", std::process::id()),
+    }
+}
+
+/// A Redis URL fit for logs and `check`: any password replaced by `***`.
+pub fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, host) = match rest.rfind('@') {
+        Some(at) => (&rest[..at], &rest[at + 1..]),
+        None => return url.to_string(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{scheme}://***@{host}"),
+    }
+}
+
+fn connection_info(config: &FleetConfig) -> Result<redis::ConnectionInfo, RedisError> {
+    use redis::IntoConnectionInfo;
+    let info = config.redis.as_str().into_connection_info()?;
+    Ok(match &config.password {
+        Some(pw) => {
+            let settings = info.redis_settings().clone().set_password(pw);
+            info.set_redis_settings(settings)
+        }
+        None => info,
+    })
+}
+
+fn broken(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+impl Fleet {
+    pub fn new(config: FleetConfig, metrics: FleetMetrics) -> Result<Self, String> {
+        let client = connection_info(&config)
+            .and_then(redis::Client::open)
+            .map_err(|e| format!("fleet.redis: {e}"))?;
+        metrics.redis_up.set(0);
+        Ok(Fleet {
+            keys: Keys::new(&config.name),
+            config,
+            client,
+            conn: Mutex::new(None),
+            up: AtomicBool::new(false),
+            lost: Notify::new(),
+            metrics,
+            cards: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    pub fn metrics(&self) -> &FleetMetrics {
+        &self.metrics
+    }
+
+    fn conn(&self) -> Option<MultiplexedConnection> {
+        lock(&self.conn).clone()
+    }
+
+    /// Runs one Redis call on the shared connection; a broken connection wakes the supervisor.
+    async fn call<T, F>(&self, f: impl FnOnce(MultiplexedConnection) -> F) -> Option<T>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.conn()?;
+        match f(conn).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                if broken(&e) {
+                    self.mark_down();
+                } else {
+                    tracing::warn!(error = %e, "fleet: a Redis call failed");
+                }
+                None
+            }
+        }
+    }
+
+    fn mark_down(&self) {
+        if lock(&self.conn).take().is_some() {
+            self.lost.notify_one();
+        }
+        self.up.store(false, Ordering::Release);
+        self.metrics.redis_up.set(0);
+        self.metrics.replicas.set(1);
+    }
+
+    async fn open(&self) -> Result<MultiplexedConnection, RedisError> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        self.client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+    }
+
+    /// Offers a latch change; the fleet's answer says whose decision stands.
+    pub async fn claim(&self, version: &str, latch: Latch, record: &str) -> Claim {
+        let offer = Offer {
+            version,
+            latch,
+            record,
+            by: &self.config.replica,
+            at_ms: now_ms(),
+        };
+        let (keys, offer) = (&self.keys, &offer);
+        let merged = self
+            .call(|mut c| async move { store::merge(&mut c, keys, offer).await })
+            .await;
+        match merged {
+            None => Claim::Alone,
+            Some((true, _)) => Claim::Won,
+            Some((false, remote)) if remote.latch() == latch && remote.by == offer.by => Claim::Won,
+            Some((false, remote)) => Claim::Lost(remote),
+        }
+    }
+
+    /// Publishes this replica's slice `k` and returns the others' (by replica name).
+    pub async fn exchange_slice(
+        &self,
+        at: (&str, u64, u64),
+        mine: &wire::SliceWire,
+        grace: Duration,
+    ) -> Option<Vec<(String, wire::SliceWire)>> {
+        let payload = serde_json::to_string(mine).expect("a slice serialises");
+        // Slices are read once, `grace` after their end; the TTL only clears them away.
+        let ttl = Duration::from_millis(at.1 * 10).max(Duration::from_secs(10));
+        let (keys, me) = (&self.keys, self.config.replica.as_str());
+        self.call(
+            |mut c| async move { store::push_slice(&mut c, keys, at, me, &payload, ttl).await },
+        )
+        .await?;
+        tokio::time::sleep(grace).await;
+        let all = self
+            .call(|mut c| async move { store::read_slices(&mut c, keys, at).await })
+            .await?;
+        Some(
+            all.into_iter()
+                .filter(|(r, _)| r != me)
+                .filter_map(|(r, text)| serde_json::from_str(&text).ok().map(|w| (r, w)))
+                .collect(),
+        )
+    }
+
+    /// Renews our card (alive for three slices) and refreshes the fleet view.
+    pub async fn heartbeat(&self, card: &ReplicaCard, every: Duration) {
+        let text = serde_json::to_string(card).expect("a card serialises");
+        let ttl = (every * 3).max(Duration::from_secs(3));
+        let (keys, me) = (&self.keys, self.config.replica.as_str());
+        let got = self
+            .call(|mut c| async move { store::heartbeat(&mut c, keys, me, &text, ttl).await })
+            .await;
+        if let Some(texts) = got {
+            let mut cards: Vec<ReplicaCard> = texts
+                .iter()
+                .filter_map(|t| serde_json::from_str(t).ok())
+                .collect();
+            cards.sort_by(|a, b| a.replica.cmp(&b.replica));
+            self.metrics.replicas.set(cards.len().max(1) as i64);
+            let before = disagreement(&lock(&self.cards));
+            let now = disagreement(&cards);
+            if now.is_some() && now != before {
+                tracing::warn!(
+                    warning = now.as_deref().unwrap_or(""),
+                    "fleet: replicas disagree"
+                );
+            }
+            *lock(&self.cards) = cards;
+        }
+    }
+
+    /// `fleet` in `GET /canary/status`.
+    pub fn view(&self, mine: &ReplicaCard) -> Value {
+        let up = self.is_up();
+        let cards = if up {
+            let mut c = lock(&self.cards).clone();
+            if !c.iter().any(|c| c.replica == mine.replica) {
+                c.push(mine.clone());
+            }
+            c
+        } else {
+            vec![mine.clone()]
+        };
+        let warning = if up {
+            disagreement(&cards)
+        } else {
+            Some(format!(
+                "Redis ({}) is out of reach: this replica serves and judges alone",
+                mask_password(&self.config.redis)
+            ))
+        };
+        json!({
+            "name": self.config.name,
+            "replica": self.config.replica,
+            "redis": if up { "up" } else { "down" },
+            "replicas_seen": cards.len(),
+            "replicas": cards.iter().map(|c| json!({
+                "replica": c.replica, "stable_version": c.stable_version,
+                "canary_version": c.canary_version, "traffic_percent": c.traffic_percent,
+                "state": c.state, "evaluate_every_ms": c.evaluate_every_ms,
+                "requests_last_slice": c.requests,
+            })).collect::<Vec<_>>(),
+            "agree": warning.is_none(),
+            "warning": warning,
+        })
+    }
+
+    /// Keeps the connection and the latch subscription up until `stop`: connects with
+    /// back-off, subscribes, then reconciles the latch (ours written back if Redis lost it,
+    /// the fleet's adopted if it is ahead), then applies every published change.
+    pub async fn run(
+        self: Arc<Self>,
+        control: Arc<Control>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let mut stop = std::pin::pin!(stop);
+        let mut backoff = BACKOFF_MIN;
+        let mut warned: Option<Instant> = None;
+        let shown = mask_password(&self.config.redis);
+        loop {
+            let attempt = tokio::select! {
+                _ = &mut stop => return,
+                r = self.subscribe() => r,
+            };
+            let mut messages = match attempt {
+                Ok(m) => m,
+                Err(e) => {
+                    if warned.is_none_or(|w| w.elapsed() >= WARN_EVERY) {
+                        tracing::warn!(redis = %shown, error = %e, retry_in = ?backoff, "fleet: Redis is out of reach; serving and judging alone");
+                        warned = Some(Instant::now());
+                    }
+                    tokio::select! {
+                        _ = &mut stop => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            backoff = BACKOFF_MIN;
+            self.reconcile(&control).await;
+            tracing::info!(redis = %shown, fleet = %self.config.name, replica = %self.config.replica, "fleet: connected");
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = self.lost.notified() => break,
+                    m = messages.next() => match m {
+                        Some(msg) => match serde_json::from_slice::<RemoteLatch>(msg.get_payload_bytes()) {
+                            Ok(remote) => control.adopt(&remote).await,
+                            Err(e) => tracing::warn!(error = %e, "fleet: an unreadable latch message"),
+                        },
+                        None => break,
+                    }
+                }
+            }
+            self.mark_down();
+            tracing::warn!(redis = %shown, "fleet: lost Redis; serving and judging alone until it is back (the latch stays as it is)");
+            warned = Some(Instant::now());
+        }
+    }
+
+    async fn subscribe(&self) -> Result<redis::aio::PubSubStream, RedisError> {
+        let timed_out = || RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        let conn = self.open().await?;
+        let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| timed_out())??;
+        tokio::time::timeout(RESPONSE_TIMEOUT, pubsub.subscribe(self.keys.channel()))
+            .await
+            .map_err(|_| timed_out())??;
+        *lock(&self.conn) = Some(conn);
+        self.up.store(true, Ordering::Release);
+        self.metrics.redis_up.set(1);
+        Ok(pubsub.into_on_message())
+    }
+
+    /// Once, at start, before serving: open a connection just long enough to read the latch.
+    pub async fn first_read(&self, control: &Control) {
+        match self.open().await {
+            Ok(conn) => {
+                *lock(&self.conn) = Some(conn);
+                self.up.store(true, Ordering::Release);
+                self.metrics.redis_up.set(1);
+                self.reconcile(control).await;
+            }
+            Err(e) => {
+                tracing::warn!(redis = %mask_password(&self.config.redis), error = %e, "fleet: Redis is out of reach at start; serving and judging alone until it is back")
+            }
+        }
+    }
+
+    /// Offers our latch: Redis keeps the higher of the two, and we adopt it if it is theirs.
+    pub async fn reconcile(&self, control: &Control) {
+        let (version, latch, record) = control.latch_now();
+        if let Claim::Lost(remote) = self.claim(&version, latch, &record).await {
+            control.adopt(&remote).await;
+        } else if latch.rolled_back && self.is_up() {
+            tracing::debug!(canary_version = %version, "fleet: our latch is in Redis");
+        }
+    }
+}
+
+/// Replicas of one service should agree on versions, split and state; say where they do not.
+fn disagreement(cards: &[ReplicaCard]) -> Option<String> {
+    let mut parts = Vec::new();
+    type Field = fn(&ReplicaCard) -> String;
+    let fields: [(&str, Field); 5] = [
+        ("canary_version", |c| c.canary_version.clone()),
+        ("stable_version", |c| c.stable_version.clone()),
+        ("traffic_percent", |c| c.traffic_percent.to_string()),
+        ("state", |c| c.state.clone()),
+        ("evaluate_every", |c| format!("{}ms", c.evaluate_every_ms)),
+    ];
+    for (name, get) in fields {
+        let mut values: Vec<String> = cards.iter().map(get).collect();
+        values.sort();
+        values.dedup();
+        if values.len() > 1 {
+            let who = cards
+                .iter()
+                .map(|c| format!("{}={}", c.replica, get(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            parts.push(format!("{name} differs ({who})"));
+        }
+    }
+    (!parts.is_empty()).then(|| format!("replicas disagree: {}", parts.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            mask_password("redis://:s3cret@10.0.0.9:6379/0"),
+            "redis://:***@10.0.0.9:6379/0"
+        );
+        assert_eq!(
+            mask_password("rediss://app:s3cret@r.example:6380"),
+            "rediss://app:***@r.example:6380"
+        );
+        assert_eq!(
+            mask_password("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+    }
+
+    #[test]
+    fn disagreement_names_the_field_and_the_replicas() {
+        let card = |r: &str, v: &str| ReplicaCard {
+            replica: r.into(),
+            stable_version: "v1".into(),
+            canary_version: v.into(),
+            traffic_percent: 10.0,
+            state: "active".into(),
+            evaluate_every_ms: 1000,
+            requests: 0,
+        };
+        assert_eq!(disagreement(&[card("a", "v2"), card("b", "v2")]), None);
+        let w = disagreement(&[card("a", "v2"), card("b", "v3")]).unwrap();
+        assert!(w.contains("canary_version differs (a=v2, b=v3)"), "{w}");
+    }
+}

@@ -1,0 +1,405 @@
+//! The fleet, with a real `redis-server`: several replicas act as one — one latch (rollback,
+//! resume, one record when two decide at once), one judgement over everyone's traffic — and
+//! losing Redis never un-latches and never stops serving.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const FAST: &str = "evaluate_every = \"100ms\"\nwindow = \"30s\"";
+
+fn fleet_toml(s: &Upstream, k: &Upstream, redis: &str, replica: &str, rollback: &str) -> String {
+    let mut cfg = Cfg::new(s, k);
+    cfg.rollback = format!("{FAST}\n{rollback}");
+    cfg.extra = format!("[fleet]\nredis = {redis:?}\nname = \"checkout\"\nreplica = {replica:?}\n");
+    cfg.toml()
+}
+
+async fn replicas(
+    s: &Upstream,
+    k: &Upstream,
+    redis: &str,
+    names: &[&str],
+    rollback: &str,
+) -> Vec<TestProxy> {
+    let mut out = Vec::new();
+    for n in names {
+        out.push(start_proxy(&fleet_toml(s, k, redis, n, rollback)).await);
+    }
+    out
+}
+
+async fn status(p: &TestProxy) -> Value {
+    admin_json(p, "/canary/status").await
+}
+
+async fn metric(p: &TestProxy, line_start: &str) -> f64 {
+    let m = get(&client(), &p.admin_url("/metrics"), &[]).await.body;
+    m.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in\n{m}"))
+}
+
+/// Polls every replica until each is in `state`; returns when each got there (from `since`).
+async fn until_all(
+    ps: &[&TestProxy],
+    state: &str,
+    since: Instant,
+    limit: Duration,
+) -> Vec<Duration> {
+    let mut when = vec![None; ps.len()];
+    while when.iter().any(Option::is_none) {
+        assert!(
+            since.elapsed() < limit,
+            "not every replica reached {state} within {limit:?}: {when:?}"
+        );
+        for (i, p) in ps.iter().enumerate() {
+            if when[i].is_none() && status(p).await["state"] == state {
+                when[i] = Some(since.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    when.into_iter().map(Option::unwrap).collect()
+}
+
+async fn until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> F,
+) {
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn bad_canary() -> Behavior {
+    Behavior {
+        fail_every: 2,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_canary_seen_through_one_replica_rolls_back_all_three_with_one_record() {
+    let redis = RedisServer::start();
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream_with("canary", bad_canary()).await,
+    );
+    let fleet = replicas(&s, &k, &redis.url(), &["a", "b", "c"], "min_requests = 100").await;
+    let (a, b, c) = (&fleet[0], &fleet[1], &fleet[2]);
+    // Only replica A carries traffic.
+    let mut rounds = 0;
+    while status(a).await["state"] != "rolled_back" {
+        rounds += 1;
+        assert!(rounds < 40, "A never rolled back");
+        drive(a, 100, 4, &format!("r{rounds}-"), "/").await;
+    }
+    let seen_a = Instant::now();
+    let lag = until_all(&[b, c], "rolled_back", seen_a, Duration::from_secs(1)).await;
+    println!(
+        "fleet: B and C rolled back {:?} / {:?} after A was seen rolled back",
+        lag[0], lag[1]
+    );
+    let records: Vec<Value> = [a, b, c]
+        .iter()
+        .map(|p| async { status(p).await["last_rollback"].clone() })
+        .collect::<futures_util::future::JoinAll<_>>()
+        .await;
+    assert_eq!(records[0]["trigger"], "error_rate", "{}", records[0]);
+    assert!(records[0]["replica"].is_string(), "{}", records[0]);
+    assert_eq!(records[0], records[1], "one record for the fleet");
+    assert_eq!(records[0], records[2], "one record for the fleet");
+    let mut counted = 0.0;
+    for p in [a, b, c] {
+        counted += metric(p, "canary_rollbacks_total{trigger=\"error_rate\"}").await;
+        for (status, cohort) in drive(p, 50, 4, "after-", "/").await {
+            assert_eq!((status, cohort.as_str()), (200, "stable"));
+        }
+    }
+    assert_eq!(counted, 1.0, "one decision, counted once across the fleet");
+    // The view is refreshed every slice (a slow state-file write can delay one).
+    until("B sees three replicas", Duration::from_secs(3), || async {
+        metric(b, "canary_fleet_replicas").await == 3.0
+    })
+    .await;
+    assert_eq!(metric(b, "canary_fleet_redis_up").await, 1.0);
+    for p in fleet {
+        p.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_and_resume_anywhere_reach_every_replica_and_a_race_leaves_one_record() {
+    let redis = RedisServer::start();
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let fleet = replicas(&s, &k, &redis.url(), &["a", "b", "c"], "").await;
+    let (a, b, c) = (&fleet[0], &fleet[1], &fleet[2]);
+
+    let sent = Instant::now();
+    post_ok(a.admin, "/canary/rollback").await;
+    let lag = until_all(&[b, c], "rolled_back", sent, Duration::from_secs(1)).await;
+    println!(
+        "fleet: a manual rollback on A reached B in {:?}, C in {:?}",
+        lag[0], lag[1]
+    );
+    let observed = metric(b, "canary_fleet_latch_propagation_seconds_count").await;
+    assert_eq!(observed, 1.0, "B swapped on A's message");
+    assert_eq!(status(b).await["last_rollback"]["replica"], "a");
+
+    let sent = Instant::now();
+    post_ok(b.admin, "/canary/resume").await;
+    let lag = until_all(&[a, c], "active", sent, Duration::from_secs(1)).await;
+    println!(
+        "fleet: a resume on B reached A in {:?}, C in {:?}",
+        lag[0], lag[1]
+    );
+
+    // Two replicas decide at once: the fleet keeps one record. The later one answers 200 with
+    // the winner's record, or 409 naming the winner if the winner's message came first.
+    let (ra, rb) = tokio::join!(
+        admin_post(a.admin, "/canary/rollback", None, r#"{"reason": "from a"}"#),
+        admin_post(b.admin, "/canary/rollback", None, r#"{"reason": "from b"}"#),
+    );
+    for got in [&ra, &rb] {
+        assert!(
+            got.status == 200 || (got.status == 409 && got.body.contains("by replica")),
+            "{}: {}",
+            got.status,
+            got.body
+        );
+    }
+    assert!(
+        ra.status == 200 || rb.status == 200,
+        "{} / {}",
+        ra.body,
+        rb.body
+    );
+    until_all(
+        &[a, b, c],
+        "rolled_back",
+        Instant::now(),
+        Duration::from_secs(1),
+    )
+    .await;
+    let mut records = Vec::new();
+    let mut counted = 0.0;
+    for p in [a, b, c] {
+        records.push(status(p).await["last_rollback"].clone());
+        counted += metric(p, "canary_rollbacks_total{trigger=\"manual\"}").await;
+    }
+    assert!(
+        records[0]["reason"] == "from a" || records[0]["reason"] == "from b",
+        "{}",
+        records[0]
+    );
+    assert_eq!(records[0], records[1]);
+    assert_eq!(records[0], records[2]);
+    assert_eq!(counted, 2.0, "the first rollback and the race's winner");
+    let latch: Vec<String> = redis.query(&[
+        "HMGET",
+        "canary-proxy:checkout:latch:v1.2.0-canary",
+        "generation",
+        "rolled_back",
+    ]);
+    assert_eq!(latch, ["1", "1"], "one resume, then latched");
+    for p in fleet {
+        p.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lost_and_restarted_empty_never_unlatches_and_a_new_replica_starts_latched() {
+    let mut redis = RedisServer::start();
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let fleet = replicas(&s, &k, &redis.url(), &["a", "b"], "").await;
+    let (a, b) = (&fleet[0], &fleet[1]);
+    post_ok(a.admin, "/canary/rollback").await;
+    until_all(&[b], "rolled_back", Instant::now(), Duration::from_secs(1)).await;
+
+    redis.kill();
+    until("both see Redis down", Duration::from_secs(5), || async {
+        metric(a, "canary_fleet_redis_up").await == 0.0
+            && metric(b, "canary_fleet_redis_up").await == 0.0
+    })
+    .await;
+    for p in [a, b] {
+        let st = status(p).await;
+        assert_eq!(st["state"], "rolled_back", "{st}");
+        assert_eq!(st["fleet"]["redis"], "down", "{st}");
+        assert!(
+            st["fleet"]["warning"].as_str().unwrap().contains("alone"),
+            "{st}"
+        );
+        for (status, cohort) in drive(p, 30, 3, "down-", "/").await {
+            assert_eq!((status, cohort.as_str()), (200, "stable"));
+        }
+    }
+
+    redis.restart();
+    until(
+        "the latch is written back",
+        Duration::from_secs(10),
+        || async {
+            let v: Option<String> = redis.query(&[
+                "HGET",
+                "canary-proxy:checkout:latch:v1.2.0-canary",
+                "rolled_back",
+            ]);
+            v.as_deref() == Some("1")
+        },
+    )
+    .await;
+    for p in [a, b] {
+        assert_eq!(status(p).await["state"], "rolled_back");
+    }
+    // A replica with no state file of its own reads the fleet's latch before it serves.
+    let fresh = start_proxy(&fleet_toml(&s, &k, &redis.url(), "c", "")).await;
+    let st = status(&fresh).await;
+    assert_eq!(st["state"], "rolled_back", "{st}");
+    assert_eq!(st["last_rollback"]["replica"], "a", "{st}");
+    for (status, cohort) in drive(&fresh, 30, 3, "fresh-", "/").await {
+        assert_eq!((status, cohort.as_str()), (200, "stable"));
+    }
+    fresh.stop().await;
+    for p in fleet {
+        p.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_spread_over_three_replicas_reaches_min_requests_and_fires_as_one() {
+    let redis = RedisServer::start();
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream_with("canary", bad_canary()).await,
+    );
+    let fleet = replicas(&s, &k, &redis.url(), &["a", "b", "c"], "min_requests = 300").await;
+    // About 150 canary requests each: no replica alone reaches 300; the fleet does.
+    for (i, p) in fleet.iter().enumerate() {
+        drive(p, 300, 4, &format!("p{i}-"), "/").await;
+    }
+    let refs: Vec<&TestProxy> = fleet.iter().collect();
+    until_all(&refs, "rolled_back", Instant::now(), Duration::from_secs(3)).await;
+    let mut local = Vec::new();
+    for p in &fleet {
+        local.push(metric(p, "canary_requests_total{cohort=\"canary\"").await);
+    }
+    assert!(
+        local.iter().all(|n| *n < 300.0),
+        "each replica alone stayed under min_requests: {local:?}"
+    );
+    let record = status(&fleet[0]).await["last_rollback"].clone();
+    assert_eq!(record["trigger"], "error_rate", "{record}");
+    let judged = record["figures"]["canary_requests_judged"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        judged >= 300,
+        "the judge summed the fleet: {judged} (replicas: {local:?})"
+    );
+    println!("fleet: canary requests per replica {local:?}, judged together {judged}");
+    for p in fleet {
+        p.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreachable_from_the_start_serves_and_judges_alone_then_joins() {
+    let port = free_port();
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream_with("canary", bad_canary()).await,
+    );
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let alone = start_proxy(&fleet_toml(&s, &k, &url, "solo", "min_requests = 100")).await;
+    let st = status(&alone).await;
+    assert_eq!(st["fleet"]["redis"], "down", "{st}");
+    assert_eq!(metric(&alone, "canary_fleet_redis_up").await, 0.0);
+    assert_eq!(metric(&alone, "canary_fleet_replicas").await, 1.0);
+    let mut rounds = 0;
+    while status(&alone).await["state"] != "rolled_back" {
+        rounds += 1;
+        assert!(rounds < 40, "the replica did not judge alone");
+        for (code, _) in drive(&alone, 100, 4, &format!("r{rounds}-"), "/").await {
+            assert!(
+                code == 200 || code == 500,
+                "served while Redis is away: {code}"
+            );
+        }
+    }
+    // Redis comes up: the replica connects (back-off at most 5 s) and writes its latch there.
+    let redis = RedisServer::start_on(port);
+    until(
+        "the replica joins and writes its latch",
+        Duration::from_secs(10),
+        || async {
+            let v: Option<String> = redis.query(&[
+                "HGET",
+                "canary-proxy:checkout:latch:v1.2.0-canary",
+                "rolled_back",
+            ]);
+            v.as_deref() == Some("1")
+        },
+    )
+    .await;
+    assert_eq!(metric(&alone, "canary_fleet_redis_up").await, 1.0);
+    assert_eq!(status(&alone).await["fleet"]["redis"], "up");
+    alone.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_view_warns_on_disagreement_and_forgets_a_stopped_replica() {
+    let redis = RedisServer::start();
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let a = start_proxy(&fleet_toml(&s, &k, &redis.url(), "a", "")).await;
+    let b_toml = fleet_toml(&s, &k, &redis.url(), "b", "")
+        .replace("traffic_percent = 50.0", "traffic_percent = 20.0");
+    let b = start_proxy(&b_toml).await;
+    until("A sees two replicas", Duration::from_secs(3), || async {
+        metric(&a, "canary_fleet_replicas").await == 2.0
+    })
+    .await;
+    let st = status(&a).await;
+    assert_eq!(st["fleet"]["agree"], false, "{st}");
+    let w = st["fleet"]["warning"].as_str().unwrap();
+    assert!(w.contains("traffic_percent differs (a=50, b=20)"), "{w}");
+    let names: Vec<&str> = st["fleet"]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["replica"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    let human = canary_proxy::client::human_status(&st);
+    assert!(
+        human.contains("fleet:    checkout as a, Redis up; 2 replicas")
+            && human.contains("WARNING: replicas disagree"),
+        "{human}"
+    );
+    b.stop().await;
+    // B's card expires (three slices, at least 3 s): A goes on and forgets it.
+    until("A forgets B", Duration::from_secs(8), || async {
+        metric(&a, "canary_fleet_replicas").await == 1.0
+    })
+    .await;
+    let st = status(&a).await;
+    assert_eq!(st["fleet"]["agree"], true, "{st}");
+    a.stop().await;
+}
