@@ -66,7 +66,8 @@ for f in sorted(glob.glob(f"{chart}/templates/*.yaml")):
 # Every metric queried is one the proxy exports (names from the spec's table).
 exported = {"canary_requests_total", "canary_errors_total", "canary_latency_seconds_bucket", "canary_active",
             "canary_traffic_percent", "canary_rollbacks_total", "canary_upstream_failures_total",
-            "canary_rejected_total", "canary_judge_evidence", "canary_judge_threshold"}
+            "canary_rejected_total", "canary_judge_evidence", "canary_judge_threshold",
+            "canary_fleet_replicas", "canary_fleet_redis_up", "canary_fleet_latch_propagation_seconds_bucket"}
 text = open("deploy/grafana/canary-proxy.json").read() + open("deploy/prometheus/alerts.yml").read()
 used = set(re.findall(r"\bcanary_[a-z_]+", text)) - {"canary_proxy", "canary_version"}
 check(used <= exported, f"queries use metrics the proxy does not export: {sorted(used - exported)}")
@@ -83,9 +84,11 @@ for f in target/helm-rendered.toml; do
   sed 's#^token_file = .*#token = "t"#' "$f" > target/deploy-check.toml
   cargo run -q -- check --config target/deploy-check.toml >/dev/null
 done
-python3 -c "import yaml; d=[x for x in yaml.safe_load_all(open('deploy/kubernetes/canary-proxy.yaml')) if x and x['kind']=='ConfigMap'][0]; open('target/k8s.toml','w').write(d['data']['canary.toml'])"
-sed 's#^token_file = .*#token = "t"#' target/k8s.toml > target/deploy-check.toml
-cargo run -q -- check --config target/deploy-check.toml >/dev/null
+for m in deploy/kubernetes/*.yaml; do
+  python3 -c "import sys, yaml; d=[x for x in yaml.safe_load_all(open(sys.argv[1])) if x and x['kind']=='ConfigMap'][0]; open('target/k8s.toml','w').write(d['data']['canary.toml'])" "$m"
+  sed 's#^token_file = .*#token = "t"#' target/k8s.toml > target/deploy-check.toml
+  cargo run -q -- check --config target/deploy-check.toml >/dev/null || { echo "error: $m: its config is refused" >&2; exit 1; }
+done
 if systemd-analyze --version >/dev/null 2>&1; then
   # The unit names a binary that is not installed here: point it at the one just built.
   sed "s#/usr/local/bin/canary-proxy#$PWD/target/debug/canary-proxy#" deploy/systemd/canary-proxy.service > target/canary-proxy.service

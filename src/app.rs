@@ -213,6 +213,9 @@ impl App {
         if let Some(f) = fleet {
             let _ = f.await;
         }
+        if let Some(f) = self.control.fleet() {
+            f.leave().await;
+        }
         if let Err(e) = self.control.flush().await {
             tracing::error!(error = %e, "could not flush the state file");
         }

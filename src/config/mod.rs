@@ -192,6 +192,7 @@ pub struct FleetConfig {
     pub password: Option<String>,
     pub name: String,
     pub replica: String,
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

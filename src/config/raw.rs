@@ -223,6 +223,9 @@ pub struct RawFleet {
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub replica: String,
+    /// The CA (PEM) that signs a `rediss://` server's certificate, instead of the system's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub redis_ca_file: String,
     /// From `CANARY_FLEET_REDIS_PASSWORD` only: never read from (or printed into) the file.
     #[serde(skip)]
     pub password: Option<String>,

@@ -437,7 +437,18 @@ fn fleet(cx: &Ctx, f: &RawFleet) -> Result<FleetConfig, ConfigError> {
             format!("this replica's name: letters, digits, '-', '_' or '.' (default: the hostname), got {replica:?}"),
         ));
     }
+    let redis_ca_file = match f.redis_ca_file.trim() {
+        "" => None,
+        _ if !redis.starts_with("rediss://") => {
+            return Err(cx.err(
+                "fleet.redis_ca_file",
+                "no CA file with a plain redis:// URL: use rediss:// for TLS",
+            ))
+        }
+        p => Some(cx.path(p)),
+    };
     Ok(FleetConfig {
+        redis_ca_file,
         redis: redis.to_string(),
         password: f.password.clone().filter(|p| !p.is_empty()),
         name: f.name.trim().to_string(),

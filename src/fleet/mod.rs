@@ -109,11 +109,31 @@ fn broken(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
+fn client(config: &FleetConfig) -> Result<redis::Client, String> {
+    if config.redis.starts_with("rediss://") {
+        // redis-rs takes rustls' process-wide provider; ours is ring (see tls.rs).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let info = connection_info(config).map_err(|e| format!("fleet.redis: {e}"))?;
+    match &config.redis_ca_file {
+        None => redis::Client::open(info).map_err(|e| format!("fleet.redis: {e}")),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                format!("fleet.redis_ca_file: cannot read {} ({e})", path.display())
+            })?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            redis::Client::build_with_tls(info, certs)
+                .map_err(|e| format!("fleet.redis_ca_file: {} ({e})", path.display()))
+        }
+    }
+}
+
 impl Fleet {
     pub fn new(config: FleetConfig, metrics: FleetMetrics) -> Result<Self, String> {
-        let client = connection_info(&config)
-            .and_then(redis::Client::open)
-            .map_err(|e| format!("fleet.redis: {e}"))?;
+        let client = client(&config)?;
         metrics.redis_up.set(0);
         Ok(Fleet {
             keys: Keys::new(&config.name),
@@ -249,6 +269,13 @@ impl Fleet {
             }
             *lock(&self.cards) = cards;
         }
+    }
+
+    /// At a clean stop: leave the fleet view now (a killed replica's card expires instead).
+    pub async fn leave(&self) {
+        let (keys, me) = (&self.keys, self.config.replica.as_str());
+        self.call(|mut c| async move { store::leave(&mut c, keys, me).await })
+            .await;
     }
 
     /// `fleet` in `GET /canary/status`.

@@ -133,6 +133,22 @@ pub async fn read_slices(
     conn.hgetall(keys.slices(version, every_ms, k)).await
 }
 
+/// A replica that stops cleanly takes its card away at once rather than letting it expire.
+pub async fn leave(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    replica: &str,
+) -> RedisResult<()> {
+    redis::pipe()
+        .atomic()
+        .del(keys.replica(replica))
+        .ignore()
+        .srem(keys.replicas(), replica)
+        .ignore()
+        .query_async(conn)
+        .await
+}
+
 /// Renews this replica's card and returns every live replica's (a card expires with its TTL,
 /// so a killed replica leaves the view on its own).
 pub async fn heartbeat(

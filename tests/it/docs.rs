@@ -24,6 +24,7 @@ fn code_keys() -> BTreeSet<String> {
         redis: "redis://r:6379/0".into(),
         name: "n".into(),
         replica: "r".into(),
+        redis_ca_file: "ca.pem".into(),
         password: None,
     });
     let value = toml::Value::try_from(&raw).unwrap();

@@ -372,10 +372,29 @@ async fn the_fleet_view_warns_on_disagreement_and_forgets_a_stopped_replica() {
     let b_toml = fleet_toml(&s, &k, &redis.url(), "b", "")
         .replace("traffic_percent = 50.0", "traffic_percent = 20.0");
     let b = start_proxy(&b_toml).await;
-    until("A sees two replicas", Duration::from_secs(3), || async {
+    // C is the real binary, to be killed with SIGKILL: no goodbye, its card must expire.
+    let dir = tempfile::tempdir().unwrap();
+    let c_path = dir.path().join("c.toml");
+    let c_toml = fleet_toml(&s, &k, &redis.url(), "c", "")
+        .replace("[canary]", "[state]\npath = \"c-state.json\"\n\n[canary]");
+    std::fs::write(&c_path, c_toml).unwrap();
+    let c = spawn_binary(&c_path, &[]);
+    until("A sees three replicas", Duration::from_secs(3), || async {
+        metric(&a, "canary_fleet_replicas").await == 3.0
+    })
+    .await;
+    c.signal("KILL");
+    // C's card expires (three slices, at least 3 s): A goes on and forgets it.
+    let killed = Instant::now();
+    until("A forgets the killed C", Duration::from_secs(8), || async {
         metric(&a, "canary_fleet_replicas").await == 2.0
     })
     .await;
+    println!(
+        "fleet: a SIGKILLed replica left the view after {:?}",
+        killed.elapsed()
+    );
+    drop(c);
     let st = status(&a).await;
     assert_eq!(st["fleet"]["agree"], false, "{st}");
     let w = st["fleet"]["warning"].as_str().unwrap();
@@ -393,13 +412,53 @@ async fn the_fleet_view_warns_on_disagreement_and_forgets_a_stopped_replica() {
             && human.contains("WARNING: replicas disagree"),
         "{human}"
     );
+    // B stops cleanly and takes its card away: gone by A's next slice.
     b.stop().await;
-    // B's card expires (three slices, at least 3 s): A goes on and forgets it.
-    until("A forgets B", Duration::from_secs(8), || async {
+    until("A forgets B", Duration::from_millis(500), || async {
         metric(&a, "canary_fleet_replicas").await == 1.0
     })
     .await;
     let st = status(&a).await;
     assert_eq!(st["fleet"]["agree"], true, "{st}");
     a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_and_a_password_from_the_environment() {
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = crate::tls::test_pki();
+    for (name, text) in [("ca.pem", &ca), ("server.pem", &cert), ("server.key", &key)] {
+        std::fs::write(pki.path().join(name), text).unwrap();
+    }
+    let redis = RedisServer::start_tls(pki.path(), "s3cret");
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
+    let toml = |replica: &str| {
+        let ca_file = pki.path().join("ca.pem").display().to_string();
+        format!(
+            "{}redis_ca_file = {ca_file:?}\n",
+            fleet_toml(&s, &k, &url, replica, "")
+        )
+    };
+    let env = [("CANARY_FLEET_REDIS_PASSWORD", "s3cret")];
+    let a = start_proxy_env(&toml("a"), tempfile::tempdir().unwrap(), &env).await;
+    let b = start_proxy_env(&toml("b"), tempfile::tempdir().unwrap(), &env).await;
+    let wrong = start_proxy_env(
+        &toml("w"),
+        tempfile::tempdir().unwrap(),
+        &[("CANARY_FLEET_REDIS_PASSWORD", "nope")],
+    )
+    .await;
+    assert_eq!(metric(&a, "canary_fleet_redis_up").await, 1.0);
+    post_ok(a.admin, "/canary/rollback").await;
+    until_all(&[&b], "rolled_back", Instant::now(), Duration::from_secs(1)).await;
+    // A wrong password is Redis out of reach: it serves alone, and says so.
+    assert_eq!(metric(&wrong, "canary_fleet_redis_up").await, 0.0);
+    assert_eq!(status(&wrong).await["state"], "active");
+    for p in [a, b, wrong] {
+        p.stop().await;
+    }
 }

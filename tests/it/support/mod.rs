@@ -149,8 +149,22 @@ pub async fn start_proxy(toml: &str) -> TestProxy {
 }
 
 pub async fn start_proxy_in(toml: &str, dir: tempfile::TempDir) -> TestProxy {
+    start_proxy_env(toml, dir, &[]).await
+}
+
+/// As `start_proxy_in`, with environment variables as the config loader sees them.
+pub async fn start_proxy_env(
+    toml: &str,
+    dir: tempfile::TempDir,
+    env: &[(&str, &str)],
+) -> TestProxy {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let config =
-        Config::from_toml_str(toml, "test.toml", dir.path(), &|_| None).expect("valid test config");
+        Config::from_toml_str(toml, "test.toml", dir.path(), &lookup).expect("valid test config");
     let app = App::bind(config, None).await.expect("binds");
     let (addr, admin, control) = (app.proxy_addr(), app.admin_addr(), app.control());
     let (tx, rx) = oneshot::channel();

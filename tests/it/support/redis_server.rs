@@ -10,6 +10,8 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Extra arguments (TLS, a password); with them, readiness is the port accepting.
+    extra: Vec<String>,
 }
 
 /// A loopback port nobody listens on (now).
@@ -24,10 +26,38 @@ impl RedisServer {
     }
 
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, Vec::new())
+    }
+
+    /// TLS only (no plain port) with a password: `dir` holds server.pem, server.key, ca.pem.
+    pub fn start_tls(dir: &std::path::Path, password: &str) -> Self {
+        let port = free_port();
+        let f = |n: &str| dir.join(n).display().to_string();
+        let extra = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &f("server.pem"),
+            "--tls-key-file",
+            &f("server.key"),
+            "--tls-ca-cert-file",
+            &f("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+        ];
+        Self::start_with(port, extra.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn start_with(port: u16, extra: Vec<String>) -> Self {
         let mut r = RedisServer {
             port,
             child: None,
             dir: tempfile::tempdir().unwrap(),
+            extra,
         };
         r.restart();
         r
@@ -40,8 +70,12 @@ impl RedisServer {
     /// Starts it again on the same port, empty.
     pub fn restart(&mut self) {
         self.kill();
+        let port = self.port.to_string();
+        let plain = ["--port", port.as_str()];
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(if self.extra.is_empty() { &plain[..] } else { &[] })
+            .args(&self.extra)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -54,7 +88,12 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.ping() {
+            let ready = if self.extra.is_empty() {
+                self.ping()
+            } else {
+                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            };
+            if ready {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
