@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
 use serde_json::{json, Value};
@@ -178,10 +178,16 @@ impl Fleet {
         }
     }
 
+    /// A call found the connection broken: tell the supervisor to reconnect.
     fn mark_down(&self) {
         if lock(&self.conn).take().is_some() {
             self.lost.notify_one();
         }
+        self.went_down();
+    }
+
+    fn went_down(&self) {
+        lock(&self.conn).take();
         self.up.store(false, Ordering::Release);
         self.metrics.redis_up.set(0);
         self.metrics.replicas.set(1);
@@ -347,6 +353,8 @@ impl Fleet {
                 }
             };
             backoff = BACKOFF_MIN;
+            // A wake-up left from the connection before is not about this one.
+            let _ = self.lost.notified().now_or_never();
             self.reconcile(&control).await;
             tracing::info!(redis = %shown, fleet = %self.config.name, replica = %self.config.replica, "fleet: connected");
             loop {
@@ -362,7 +370,7 @@ impl Fleet {
                     }
                 }
             }
-            self.mark_down();
+            self.went_down();
             tracing::warn!(redis = %shown, "fleet: lost Redis; serving and judging alone until it is back (the latch stays as it is)");
             warned = Some(Instant::now());
         }

@@ -266,6 +266,21 @@ async fn redis_lost_and_restarted_empty_never_unlatches_and_a_new_replica_starts
     for p in [a, b] {
         assert_eq!(status(p).await["state"], "rolled_back");
     }
+    // Reconnected for good: no churn of connections once back.
+    let connections = || {
+        let info: String = redis.query(&["INFO", "stats"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = connections();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let churn = connections() - before;
+    assert!(
+        churn <= 2,
+        "{churn} new Redis connections in a quiet second"
+    );
     // A replica with no state file of its own reads the fleet's latch before it serves.
     let fresh = start_proxy(&fleet_toml(&s, &k, &redis.url(), "c", "")).await;
     let st = status(&fresh).await;
