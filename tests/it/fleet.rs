@@ -477,3 +477,68 @@ async fn rediss_with_a_private_ca_and_a_password_from_the_environment() {
         p.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_canary_version_starts_a_fresh_latch_replica_by_replica() {
+    let redis = RedisServer::start();
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, version: &str| {
+        let toml = fleet_toml(&s, &k, &redis.url(), name, "")
+            .replace("v1.2.0-canary", version)
+            .replace(
+                "[canary]",
+                &format!("[state]\npath = \"{name}.json\"\n\n[canary]"),
+            );
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, toml).unwrap();
+        path
+    };
+    let st = |b: &Binary| {
+        let url = format!("http://{}/canary/status", b.admin);
+        async move { serde_json::from_str::<Value>(&get(&client(), &url, &[]).await.body).unwrap() }
+    };
+    let a = spawn_binary(&write("a", "v2"), &[]);
+    let b = spawn_binary(&write("b", "v2"), &[]);
+    post_ok(a.admin, "/canary/rollback").await;
+    until("B follows A's rollback", Duration::from_secs(1), || async {
+        st(&b).await["state"] == "rolled_back"
+    })
+    .await;
+
+    // A ships v3: fresh for A; B, still on v2, stays rolled back and the view says they differ.
+    write("a", "v3");
+    a.signal("HUP");
+    until("A runs v3", Duration::from_secs(5), || async {
+        st(&a).await["state"] == "active"
+    })
+    .await;
+    until("B warns", Duration::from_secs(3), || async {
+        let w = st(&b).await["fleet"]["warning"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        w.contains("canary_version differs (a=v3, b=v2)")
+    })
+    .await;
+    assert_eq!(st(&b).await["state"], "rolled_back");
+    // A rolls v3 back; B, reloading onto v3 afterwards, reads v3's latch before going on.
+    post_ok(a.admin, "/canary/rollback").await;
+    write("b", "v3");
+    b.signal("HUP");
+    until(
+        "B on v3 reads v3's latch",
+        Duration::from_secs(5),
+        || async {
+            let s = st(&b).await;
+            s["canary_version"] == "v3" && s["state"] == "rolled_back"
+        },
+    )
+    .await;
+    let record = st(&b).await["last_rollback"].clone();
+    assert_eq!(record["canary_version"], "v3", "{record}");
+    assert_eq!(record["replica"], "a", "{record}");
+}
