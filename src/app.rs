@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
@@ -48,6 +48,8 @@ pub struct App {
     metrics: Arc<Metrics>,
     proxy_listener: TcpListener,
     admin_listener: TcpListener,
+    /// Workers beyond the first: each its own proxy (own upstream connections) and listener.
+    workers: Vec<(Arc<Proxy>, std::net::TcpListener)>,
 }
 
 impl Handler for Proxy {
@@ -64,6 +66,40 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, AppErr
     TcpListener::bind(addr)
         .await
         .map_err(|source| AppError::Bind { key, addr, source })
+}
+
+/// `n` listeners on one address with SO_REUSEPORT, so the kernel spreads connections over the
+/// workers. The first may take port 0; the rest bind the port it got.
+fn bind_shared(
+    addr: SocketAddr,
+    n: usize,
+) -> Result<(TcpListener, Vec<std::net::TcpListener>), AppError> {
+    let err = |source| AppError::Bind {
+        key: "proxy.listen",
+        addr,
+        source,
+    };
+    let one = |at: SocketAddr| -> std::io::Result<std::net::TcpListener> {
+        let socket = match at {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        if n > 1 {
+            socket.set_reuseport(true)?;
+        }
+        socket.bind(at)?;
+        Ok(socket.listen(4096)?.into_std()?)
+    };
+    // SO_REUSEPORT would also let a second canary-proxy share a busy port by mistake: take the
+    // address plainly first, so a taken one is still an error.
+    let at = std::net::TcpListener::bind(addr)
+        .and_then(|probe| probe.local_addr())
+        .map_err(err)?;
+    let first = one(at).map_err(err)?;
+    let rest = (1..n).map(|_| one(at)).collect::<Result<Vec<_>, _>>();
+    let rest = rest.map_err(err)?;
+    Ok((TcpListener::from_std(first).map_err(err)?, rest))
 }
 
 impl App {
@@ -115,17 +151,25 @@ impl App {
             // Read the fleet's latch before serving a single request.
             f.first_read(&control).await;
         }
-        let mut proxy =
-            Proxy::new(router, recorder, metrics.clone(), &config).map_err(AppError::Tls)?;
-        proxy.access_log =
+        let access_log =
             AccessLog::start(&config.proxy.access_log, metrics.access_log_dropped.clone())
                 .map_err(|e| AppError::AccessLog(e.to_string()))?;
-        let proxy = Arc::new(proxy);
+        let make_proxy = || -> Result<Arc<Proxy>, AppError> {
+            let mut p = Proxy::new(router.clone(), recorder.clone(), metrics.clone(), &config)
+                .map_err(AppError::Tls)?;
+            p.access_log = access_log.clone();
+            Ok(Arc::new(p))
+        };
+        let proxy = make_proxy()?;
         let admin = Arc::new(Admin {
             control: control.clone(),
             ready: Default::default(),
         });
-        let proxy_listener = bind("proxy.listen", config.proxy.listen).await?;
+        let (proxy_listener, more) = bind_shared(config.proxy.listen, config.proxy.workers)?;
+        let workers = more
+            .into_iter()
+            .map(|l| Ok((make_proxy()?, l)))
+            .collect::<Result<Vec<_>, AppError>>()?;
         let admin_listener = bind("admin.listen", config.admin.listen).await?;
         admin.ready.store(true, Ordering::Release);
         Ok(App {
@@ -136,6 +180,7 @@ impl App {
             metrics,
             proxy_listener,
             admin_listener,
+            workers,
         })
     }
 
@@ -164,8 +209,10 @@ impl App {
         };
         let c = &self.config;
         let (proxy_addr, admin_addr) = (self.proxy_addr(), self.admin_addr());
-        let opts = || ServeOptions {
-            max_connections: c.limits.max_connections,
+        let proxy_slots = Arc::new(Semaphore::new(c.limits.max_connections));
+        let admin_slots = Arc::new(Semaphore::new(c.limits.max_connections));
+        let opts = |slots: &Arc<Semaphore>| ServeOptions {
+            slots: slots.clone(),
             header_read: c.timeouts.header_read,
             idle: c.timeouts.idle,
             drain: c.timeouts.drain,
@@ -174,10 +221,42 @@ impl App {
         };
         let router = self.proxy.router.clone();
         let tls: crate::server::TlsSource = Arc::new(move || router.load().tls.clone());
+        // Workers beyond the first run on threads of their own, each a single-threaded event
+        // loop: a connection, its upstream connections and their wakeups stay on one core.
+        let mut threads = Vec::new();
+        for (i, (proxy, listener)) in self.workers.into_iter().enumerate() {
+            let (opts, metrics, tls, stop) = (
+                opts(&proxy_slots),
+                self.metrics.clone(),
+                tls.clone(),
+                stopped(stop_rx.clone()),
+            );
+            let spawned = std::thread::Builder::new()
+                .name(format!("canary-worker-{}", i + 1))
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
+                    let runtime = match runtime {
+                        Ok(r) => r,
+                        Err(e) => return tracing::error!(error = %e, "a worker could not start"),
+                    };
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(l) => serve(l, proxy, opts, metrics, Some(tls), stop).await,
+                            Err(e) => tracing::error!(error = %e, "a worker could not listen"),
+                        }
+                    });
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => tracing::error!(error = %e, "a worker thread could not start"),
+            }
+        }
         let proxy = tokio::spawn(serve(
             self.proxy_listener,
             self.proxy.clone(),
-            opts(),
+            opts(&proxy_slots),
             self.metrics.clone(),
             Some(tls),
             stopped(stop_rx.clone()),
@@ -185,7 +264,7 @@ impl App {
         let admin = tokio::spawn(serve(
             self.admin_listener,
             self.admin.clone(),
-            opts(),
+            opts(&admin_slots),
             self.metrics.clone(),
             None,
             stopped(stop_rx.clone()),
@@ -200,13 +279,16 @@ impl App {
         tracing::info!(
             proxy = %proxy_addr, admin = %admin_addr,
             stable = %c.stable.version, canary = %c.canary.version,
-            percent = c.canary.traffic_percent, "canary-proxy serving"
+            percent = c.canary.traffic_percent, workers = c.proxy.workers, "canary-proxy serving"
         );
         shutdown.await;
         tracing::info!("shutting down: no new connections, draining in-flight requests");
         self.admin.ready.store(false, Ordering::Release);
         let _ = stop_tx.send(true);
         let _ = proxy.await;
+        for t in threads {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
         let _ = admin.await;
         let _ = evaluator.await;
         let _ = watcher.await;

@@ -155,7 +155,10 @@ fn run(path: &Path) -> ExitCode {
         Err(e) => return config_failed(&e),
     };
     raise_fd_limit(config.limits.max_connections);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // This thread is the first worker and the control plane (admin, judge, reloads); the
+    // other workers bring runtimes of their own (`proxy.workers`). One thread per event loop:
+    // no work-stealing, no cross-thread wakeups on the request path.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

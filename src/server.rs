@@ -31,7 +31,8 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 pub struct ServeOptions {
-    pub max_connections: usize,
+    /// The connection cap, shared by every listener of one port (one per worker).
+    pub slots: Arc<Semaphore>,
     pub header_read: Duration,
     pub idle: Duration,
     pub drain: Duration,
@@ -123,7 +124,7 @@ pub async fn serve<H: Handler>(
         write_stall: opts.write_stall,
     });
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    let slots = opts.slots.clone();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

@@ -49,6 +49,8 @@ pub struct ProxyConfig {
     pub access_log: AccessLog,
     pub tls: Option<TlsFiles>,
     pub upstream_ca_file: Option<PathBuf>,
+    /// At least 1: `proxy.workers`, or the CPUs available when it is 0.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -29,6 +29,9 @@ pub struct RawProxy {
     pub access_log: String,
     /// Extra CA certificates (PEM) trusted for `https://` upstreams, besides the system's.
     pub upstream_ca_file: String,
+    /// Threads serving the proxy port, each with its own listener (SO_REUSEPORT), event loop
+    /// and upstream connections; 0: one per CPU this process may run on.
+    pub workers: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<RawTls>,
 }
@@ -40,6 +43,7 @@ impl Default for RawProxy {
             trusted_proxies: Vec::new(),
             access_log: "off".into(),
             upstream_ca_file: String::new(),
+            workers: 0,
             tls: None,
         }
     }

@@ -137,6 +137,16 @@ pub(super) fn validate(
             })?;
         trusted_proxies.push(net);
     }
+    let workers = match raw.proxy.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n if n <= 1024 => n as usize,
+        n => {
+            return Err(cx.err(
+                "proxy.workers",
+                format!("a thread count from 0 (one per CPU) to 1024, got {n}"),
+            ))
+        }
+    };
     let access_log = match raw.proxy.access_log.trim() {
         "off" | "" => AccessLog::Off,
         "stdout" => AccessLog::Stdout,
@@ -357,6 +367,7 @@ pub(super) fn validate(
             trusted_proxies,
             access_log,
             tls,
+            workers,
             upstream_ca_file: match raw.proxy.upstream_ca_file.trim() {
                 "" => None,
                 p => Some(cx.path(p)),

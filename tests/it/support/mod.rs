@@ -70,6 +70,8 @@ impl Cfg {
             r#"
 [proxy]
 listen = "127.0.0.1:0"
+# Two event loops on every machine, so the tests always cross the SO_REUSEPORT split.
+workers = 2
 trusted_proxies = [{trusted}]
 
 [admin]
