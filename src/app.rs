@@ -89,7 +89,7 @@ fn bind_shared(
             socket.set_reuseport(true)?;
         }
         socket.bind(at)?;
-        Ok(socket.listen(4096)?.into_std()?)
+        socket.listen(4096)?.into_std()
     };
     // SO_REUSEPORT would also let a second canary-proxy share a busy port by mistake: take the
     // address plainly first, so a taken one is still an error.
