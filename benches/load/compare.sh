@@ -143,7 +143,8 @@ def ms(v):
     return n / 1000 if u == "us" else n * 1000 if u == "s" else n
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 total = int(re.search(r"(\d+) requests in", out).group(1))
-p50 = ms(re.search(r"50%\s+(\S+)", out).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", out).group(1))
+# Anchored: the thread stats' "+/- Stdev" column can end in "50%" too.
+p50 = ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1)); p99 = ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 hz = os.sysconf("SC_CLK_TCK")
 cpu = (after - before) / hz * 1000 / max(total, 1) * 1000 if after else 0.0

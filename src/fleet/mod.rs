@@ -53,6 +53,8 @@ pub struct Fleet {
     lost: Notify,
     metrics: FleetMetrics,
     cards: Mutex<Vec<ReplicaCard>>,
+    /// The disagreement last logged, so each is logged once.
+    logged: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -144,6 +146,7 @@ impl Fleet {
             lost: Notify::new(),
             metrics,
             cards: Mutex::new(Vec::new()),
+            logged: Mutex::new(None),
         })
     }
 
@@ -265,13 +268,19 @@ impl Fleet {
                 .collect();
             cards.sort_by(|a, b| a.replica.cmp(&b.replica));
             self.metrics.replicas.set(cards.len().max(1) as i64);
+            // Logged once it holds for two slices: a rollback spreading is a disagreement of
+            // a few milliseconds, not news.
             let before = disagreement(&lock(&self.cards));
             let now = disagreement(&cards);
-            if now.is_some() && now != before {
+            let mut logged = lock(&self.logged);
+            if now.is_some() && now == before && *logged != now {
                 tracing::warn!(
                     warning = now.as_deref().unwrap_or(""),
                     "fleet: replicas disagree"
                 );
+            }
+            if now.is_none() || now == before {
+                *logged = now;
             }
             *lock(&self.cards) = cards;
         }
@@ -288,10 +297,15 @@ impl Fleet {
     pub fn view(&self, mine: &ReplicaCard) -> Value {
         let up = self.is_up();
         let cards = if up {
+            // Ours as it is now; the others' as of their last slice.
             let mut c = lock(&self.cards).clone();
-            if !c.iter().any(|c| c.replica == mine.replica) {
-                c.push(mine.clone());
+            let mut fresh = mine.clone();
+            if let Some(last) = c.iter().find(|c| c.replica == mine.replica) {
+                fresh.requests = last.requests;
             }
+            c.retain(|c| c.replica != mine.replica);
+            c.push(fresh);
+            c.sort_by(|a, b| a.replica.cmp(&b.replica));
             c
         } else {
             vec![mine.clone()]
