@@ -542,3 +542,39 @@ async fn a_new_canary_version_starts_a_fresh_latch_replica_by_replica() {
     assert_eq!(record["canary_version"], "v3", "{record}");
     assert_eq!(record["replica"], "a", "{record}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_judged_while_redis_was_away_reaches_the_fleet_when_it_returns() {
+    let mut redis = RedisServer::start();
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream_with("canary", bad_canary()).await,
+    );
+    let fleet = replicas(&s, &k, &redis.url(), &["a", "b"], "min_requests = 100").await;
+    let (a, b) = (&fleet[0], &fleet[1]);
+    redis.kill();
+    until("A sees Redis down", Duration::from_secs(5), || async {
+        metric(a, "canary_fleet_redis_up").await == 0.0
+    })
+    .await;
+    // A judges its own traffic alone and rolls back; B cannot hear of it yet.
+    let mut rounds = 0;
+    while status(a).await["state"] != "rolled_back" {
+        rounds += 1;
+        assert!(rounds < 40, "A did not judge alone while Redis was away");
+        drive(a, 100, 4, &format!("r{rounds}-"), "/").await;
+    }
+    assert_eq!(status(b).await["state"], "active");
+    // Redis returns empty: A writes its latch back, and B follows within the back-off.
+    redis.restart();
+    until(
+        "B follows once Redis is back",
+        Duration::from_secs(10),
+        || async { status(b).await["state"] == "rolled_back" },
+    )
+    .await;
+    assert_eq!(status(b).await["last_rollback"]["replica"], "a");
+    for p in fleet {
+        p.stop().await;
+    }
+}
