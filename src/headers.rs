@@ -2,8 +2,6 @@
 //! `Connection`) removed both ways, `X-Forwarded-*` and `X-Deployment-Cohort` set towards the
 //! upstream, our own response headers added after the stripping.
 
-use std::net::IpAddr;
-
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
@@ -18,39 +16,62 @@ pub const X_DEPLOYMENT_VERSION: HeaderName = HeaderName::from_static("x-deployme
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// The hop-by-hop headers of RFC 9110 §7.6.1 besides `Connection` (and what it names).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+];
+
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and every header `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(CONNECTION) {
-        // Rare on HTTP/1.1 and forbidden on HTTP/2, so the small allocation is off the hot path.
+    // One pass over the few names a message has, instead of a lookup per hop-by-hop name:
+    // most messages carry none but `Connection: keep-alive`.
+    let mut hop = false;
+    let mut connection = false;
+    for name in headers.keys() {
+        if *name == CONNECTION {
+            connection = true;
+        } else if HOP_BY_HOP.contains(name) {
+            hop = true;
+        }
+    }
+    if connection {
+        // Only names other than the usual options need a lookup (and, rarely, a small Vec).
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case("keep-alive")
+                    && !t.eq_ignore_ascii_case("close")
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {
             headers.remove(name);
         }
         headers.remove(CONNECTION);
     }
-    for name in [
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        TE,
-        TRAILER,
-        TRANSFER_ENCODING,
-        UPGRADE,
-        PROXY_AUTHENTICATE,
-        PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
+    if hop {
+        for name in HOP_BY_HOP {
+            headers.remove(name);
+        }
     }
 }
 
 /// What the forwarded headers need to know about this hop.
 pub struct Hop<'a> {
-    pub peer: IpAddr,
+    /// The peer's address as text (formatted once per request, shared with identity).
+    pub peer: &'a IpText,
     pub peer_trusted: bool,
     pub tls: bool,
     /// The request's authority when it came as an HTTP/2 `:authority` or absolute URI.
@@ -60,7 +81,7 @@ pub struct Hop<'a> {
 
 /// Sets the forwarded headers on a request going upstream (after `strip_hop_by_hop`).
 pub fn to_upstream(headers: &mut HeaderMap, hop: &Hop<'_>) {
-    let peer = IpText::new(hop.peer);
+    let peer = hop.peer;
     let xff = match headers.get_all(X_FORWARDED_FOR).iter().count() {
         0 => HeaderValue::from_bytes(peer.as_bytes()),
         _ => {
@@ -131,8 +152,9 @@ mod tests {
         h.insert(X_FORWARDED_PROTO, "https".parse().unwrap());
         h.insert(HOST, "shop.example".parse().unwrap());
         let cohort = HeaderValue::from_static("canary");
+        let peer = IpText::new("10.0.0.9".parse().unwrap());
         let hop = Hop {
-            peer: "10.0.0.9".parse().unwrap(),
+            peer: &peer,
             peer_trusted: false,
             tls: false,
             authority: None,

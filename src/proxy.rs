@@ -106,7 +106,8 @@ impl Proxy {
 
         let peer = conn.peer.ip().to_canonical();
         let trusted = &table.config.proxy.trusted_proxies;
-        let ip = IpText::new(client_ip(peer, req.headers(), trusted));
+        let client = client_ip(peer, req.headers(), trusted);
+        let ip = IpText::new(client);
         let id = identify(&table.config.canary.identity, req.headers(), &ip);
         let (cohort, placement) = table.route(id.map(|(_, v)| v));
         let pool = table.pool(cohort).clone();
@@ -128,8 +129,10 @@ impl Proxy {
             .get(TE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         headers::strip_hop_by_hop(&mut parts.headers);
+        // Usually the client is the peer: its text is already there.
+        let peer_text = (client != peer).then(|| IpText::new(peer));
         let hop = Hop {
-            peer,
+            peer: peer_text.as_ref().unwrap_or(&ip),
             peer_trusted: !trusted.is_empty() && trusted.iter().any(|n| n.contains(&peer)),
             tls: conn.tls,
             authority: authority.as_ref(),
