@@ -578,3 +578,60 @@ async fn a_rollback_judged_while_redis_was_away_reaches_the_fleet_when_it_return
         p.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_failing_under_load_costs_no_request() {
+    let mut redis = RedisServer::start();
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let fleet = replicas(&s, &k, &redis.url(), &["a", "b", "c"], "").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for (i, p) in fleet.iter().enumerate() {
+        let (url, stop) = (p.url("/"), stop.clone());
+        load.push(tokio::spawn(async move {
+            let (c, mut answered, mut n) = (client(), Vec::new(), 0u64);
+            // Bounded: stops when told, or after 20,000 requests at most.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 20_000 {
+                n += 1;
+                let got = get(&c, &url, &[("x-user-id", &format!("r{i}-{n}"))]).await;
+                answered.push(got.status);
+            }
+            answered
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.restart();
+    until(
+        "every replica is back on Redis",
+        Duration::from_secs(10),
+        || async {
+            let mut up = true;
+            for p in &fleet {
+                up &= metric(p, "canary_fleet_redis_up").await == 1.0;
+            }
+            up
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for t in load {
+        let answered = t.await.unwrap();
+        assert!(
+            answered.iter().all(|s| *s == 200),
+            "a request failed while Redis failed"
+        );
+        total += answered.len();
+    }
+    assert!(total > 300, "the load ran: {total} requests");
+    println!("fleet: {total} requests through a Redis kill and restart, all 200");
+    for p in fleet {
+        p.stop().await;
+    }
+}
