@@ -62,6 +62,11 @@ for f in sorted(glob.glob(f"{chart}/templates/*.yaml")):
         if doc.get("kind") == "ConfigMap":
             toml_text = doc["data"]["canary.toml"]
             open("target/helm-rendered.toml", "w").write(toml_text)
+# The fleet branch of the chart renders to a valid config too.
+values["fleet"]["redis"] = "redis://redis:6379/0"
+for doc in yaml.safe_load_all(render(open(f"{chart}/templates/configmap.yaml").read())):
+    open("target/helm-rendered-fleet.toml", "w").write(doc["data"]["canary.toml"])
+    check("[fleet]" in doc["data"]["canary.toml"], "chart: fleet.redis does not add [fleet]")
 
 # Every metric queried is one the proxy exports (names from the spec's table).
 exported = {"canary_requests_total", "canary_errors_total", "canary_latency_seconds_bucket", "canary_active",
@@ -80,7 +85,7 @@ PY
 promtool check rules deploy/prometheus/alerts.yml
 # The rendered chart's config and the Kubernetes one are valid canary-proxy configs (the token
 # file is replaced by a token: it only exists inside the pod).
-for f in target/helm-rendered.toml; do
+for f in target/helm-rendered.toml target/helm-rendered-fleet.toml; do
   sed 's#^token_file = .*#token = "t"#' "$f" > target/deploy-check.toml
   cargo run -q -- check --config target/deploy-check.toml >/dev/null
 done
