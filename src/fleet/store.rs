@@ -1,7 +1,8 @@
 //! The fleet's keys in Redis and the few commands on them. Every key starts with
 //! `canary-proxy:{name}:` so several services can share one Redis.
 //!
-//! - `latch:{version}` (hash): the grow-only latch; changed only by `MERGE` below.
+//! - `latch:{version}` (hash, 30 days after its last use): the grow-only latch; changed only by
+//!   `MERGE` below.
 //! - `latch` (channel): every change of a latch, as `RemoteLatch` JSON.
 //! - `slices:{version}:{every_ms}:{k}` (hash, TTL): replica -> `SliceWire` for wall-clock slice k.
 //! - `replica:{replica}` (string, TTL): that replica's `ReplicaCard`; `replicas` (set) names them.
@@ -29,6 +30,9 @@ if g > cg or (g == cg and l > cl) then
     'record', ARGV[3], 'by', ARGV[4], 'at_ms', ARGV[5])
   won = 1
 end
+-- Offered every slice by every replica, so a version still in use never expires; one retired
+-- a month ago goes (and would be written back, were it ever used again).
+redis.call('PEXPIRE', KEYS[1], 2592000000)
 local h = redis.call('HMGET', KEYS[1], 'generation', 'rolled_back', 'record', 'by', 'at_ms')
 local msg = cjson.encode({version = ARGV[6], generation = tonumber(h[1]),
   rolled_back = tonumber(h[2]) == 1, record = h[3] or '', by = h[4] or '', at_ms = h[5] or ''})

@@ -213,6 +213,11 @@ async fn rollback_and_resume_anywhere_reach_every_replica_and_a_race_leaves_one_
         "rolled_back",
     ]);
     assert_eq!(latch, ["1", "1"], "one resume, then latched");
+    let ttl: i64 = redis.query(&["PTTL", "canary-proxy:checkout:latch:v1.2.0-canary"]);
+    assert!(
+        ttl > 29 * 24 * 3_600_000,
+        "a latch in use is kept (PTTL {ttl})"
+    );
     for p in fleet {
         p.stop().await;
     }
