@@ -42,6 +42,16 @@ impl SliceCounts {
         }
     }
 
+    /// The non-empty buckets as (index, count): how slices are kept and sent.
+    pub fn sparse_buckets(&self) -> Box<[(u8, u64)]> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, c)| (i as u8, *c))
+            .collect()
+    }
+
     pub fn add(&mut self, other: &SliceCounts) {
         self.requests += other.requests;
         self.errors += other.errors;

@@ -26,13 +26,7 @@ impl Stored {
             errors: s.errors,
             judged_errors: s.judged_errors,
             latency_micros_sum: s.latency_micros_sum,
-            buckets: s
-                .buckets
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| **c > 0)
-                .map(|(i, c)| (i as u8, *c))
-                .collect(),
+            buckets: s.sparse_buckets(),
         }
     }
 

@@ -65,12 +65,7 @@ impl CohortWire {
             e: s.errors,
             j: s.judged_errors,
             us: s.latency_micros_sum,
-            b: s.buckets
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| **c > 0)
-                .map(|(i, c)| (i as u8, *c))
-                .collect(),
+            b: s.sparse_buckets().into_vec(),
         }
     }
 

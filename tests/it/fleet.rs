@@ -79,6 +79,27 @@ async fn until<F: std::future::Future<Output = bool>>(
     }
 }
 
+const LATCH_KEY: &str = "canary-proxy:checkout:latch:v1.2.0-canary";
+
+/// Whether Redis holds a rolled-back latch for the test canary.
+fn latched_in(redis: &RedisServer) -> bool {
+    let v: Option<String> = redis.query(&["HGET", LATCH_KEY, "rolled_back"]);
+    v.as_deref() == Some("1")
+}
+
+/// Sends bad-canary traffic through `p` alone until it rolls back; every answer is 200 or the
+/// canary's 500 (never a proxy failure).
+async fn drive_until_rolled_back(p: &TestProxy, what: &str) {
+    let mut rounds = 0;
+    while status(p).await["state"] != "rolled_back" {
+        rounds += 1;
+        assert!(rounds < 40, "{what}: never rolled back");
+        for (code, _) in drive(p, 100, 4, &format!("r{rounds}-"), "/").await {
+            assert!(code == 200 || code == 500, "{what}: answered {code}");
+        }
+    }
+}
+
 fn bad_canary() -> Behavior {
     Behavior {
         fail_every: 2,
@@ -96,12 +117,7 @@ async fn a_bad_canary_seen_through_one_replica_rolls_back_all_three_with_one_rec
     let fleet = replicas(&s, &k, &redis.url(), &["a", "b", "c"], "min_requests = 100").await;
     let (a, b, c) = (&fleet[0], &fleet[1], &fleet[2]);
     // Only replica A carries traffic.
-    let mut rounds = 0;
-    while status(a).await["state"] != "rolled_back" {
-        rounds += 1;
-        assert!(rounds < 40, "A never rolled back");
-        drive(a, 100, 4, &format!("r{rounds}-"), "/").await;
-    }
+    drive_until_rolled_back(a, "A").await;
     let seen_a = Instant::now();
     let lag = until_all(&[b, c], "rolled_back", seen_a, Duration::from_secs(1)).await;
     println!(
@@ -206,14 +222,9 @@ async fn rollback_and_resume_anywhere_reach_every_replica_and_a_race_leaves_one_
     assert_eq!(records[0], records[1]);
     assert_eq!(records[0], records[2]);
     assert_eq!(counted, 2.0, "the first rollback and the race's winner");
-    let latch: Vec<String> = redis.query(&[
-        "HMGET",
-        "canary-proxy:checkout:latch:v1.2.0-canary",
-        "generation",
-        "rolled_back",
-    ]);
+    let latch: Vec<String> = redis.query(&["HMGET", LATCH_KEY, "generation", "rolled_back"]);
     assert_eq!(latch, ["1", "1"], "one resume, then latched");
-    let ttl: i64 = redis.query(&["PTTL", "canary-proxy:checkout:latch:v1.2.0-canary"]);
+    let ttl: i64 = redis.query(&["PTTL", LATCH_KEY]);
     assert!(
         ttl > 29 * 24 * 3_600_000,
         "a latch in use is kept (PTTL {ttl})"
@@ -258,14 +269,7 @@ async fn redis_lost_and_restarted_empty_never_unlatches_and_a_new_replica_starts
     until(
         "the latch is written back",
         Duration::from_secs(10),
-        || async {
-            let v: Option<String> = redis.query(&[
-                "HGET",
-                "canary-proxy:checkout:latch:v1.2.0-canary",
-                "rolled_back",
-            ]);
-            v.as_deref() == Some("1")
-        },
+        || async { latched_in(&redis) },
     )
     .await;
     for p in [a, b] {
@@ -350,30 +354,13 @@ async fn redis_unreachable_from_the_start_serves_and_judges_alone_then_joins() {
     assert_eq!(st["fleet"]["redis"], "down", "{st}");
     assert_eq!(metric(&alone, "canary_fleet_redis_up").await, 0.0);
     assert_eq!(metric(&alone, "canary_fleet_replicas").await, 1.0);
-    let mut rounds = 0;
-    while status(&alone).await["state"] != "rolled_back" {
-        rounds += 1;
-        assert!(rounds < 40, "the replica did not judge alone");
-        for (code, _) in drive(&alone, 100, 4, &format!("r{rounds}-"), "/").await {
-            assert!(
-                code == 200 || code == 500,
-                "served while Redis is away: {code}"
-            );
-        }
-    }
+    drive_until_rolled_back(&alone, "judging alone while Redis is away").await;
     // Redis comes up: the replica connects (back-off at most 5 s) and writes its latch there.
     let redis = RedisServer::start_on(port);
     until(
         "the replica joins and writes its latch",
         Duration::from_secs(10),
-        || async {
-            let v: Option<String> = redis.query(&[
-                "HGET",
-                "canary-proxy:checkout:latch:v1.2.0-canary",
-                "rolled_back",
-            ]);
-            v.as_deref() == Some("1")
-        },
+        || async { latched_in(&redis) },
     )
     .await;
     assert_eq!(metric(&alone, "canary_fleet_redis_up").await, 1.0);
@@ -563,12 +550,7 @@ async fn a_rollback_judged_while_redis_was_away_reaches_the_fleet_when_it_return
     })
     .await;
     // A judges its own traffic alone and rolls back; B cannot hear of it yet.
-    let mut rounds = 0;
-    while status(a).await["state"] != "rolled_back" {
-        rounds += 1;
-        assert!(rounds < 40, "A did not judge alone while Redis was away");
-        drive(a, 100, 4, &format!("r{rounds}-"), "/").await;
-    }
+    drive_until_rolled_back(a, "A judging alone while Redis was away").await;
     assert_eq!(status(b).await["state"], "active");
     // Redis returns empty: A writes its latch back, and B follows within the back-off.
     redis.restart();
