@@ -7,20 +7,19 @@
 
 mod adopt;
 pub mod store;
+mod supervise;
+mod view;
 pub mod wire;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::{FutureExt, StreamExt};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
-use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use crate::config::FleetConfig;
-use crate::control::Control;
 use crate::metrics::FleetMetrics;
 use store::{Keys, Offer};
 use wire::{Latch, RemoteLatch, ReplicaCard};
@@ -270,8 +269,8 @@ impl Fleet {
             self.metrics.replicas.set(cards.len().max(1) as i64);
             // Logged once it holds for two slices: a rollback spreading is a disagreement of
             // a few milliseconds, not news.
-            let before = disagreement(&lock(&self.cards));
-            let now = disagreement(&cards);
+            let before = view::disagreement(&lock(&self.cards));
+            let now = view::disagreement(&cards);
             let mut logged = lock(&self.logged);
             if now.is_some() && now == before && *logged != now {
                 tracing::warn!(
@@ -292,170 +291,6 @@ impl Fleet {
         self.call(|mut c| async move { store::leave(&mut c, keys, me).await })
             .await;
     }
-
-    /// `fleet` in `GET /canary/status`.
-    pub fn view(&self, mine: &ReplicaCard) -> Value {
-        let up = self.is_up();
-        let cards = if up {
-            // Ours as it is now; the others' as of their last slice.
-            let mut c = lock(&self.cards).clone();
-            let mut fresh = mine.clone();
-            if let Some(last) = c.iter().find(|c| c.replica == mine.replica) {
-                fresh.requests = last.requests;
-            }
-            c.retain(|c| c.replica != mine.replica);
-            c.push(fresh);
-            c.sort_by(|a, b| a.replica.cmp(&b.replica));
-            c
-        } else {
-            vec![mine.clone()]
-        };
-        let warning = if up {
-            disagreement(&cards)
-        } else {
-            Some(format!(
-                "Redis ({}) is out of reach: this replica serves and judges alone",
-                mask_password(&self.config.redis)
-            ))
-        };
-        json!({
-            "name": self.config.name,
-            "replica": self.config.replica,
-            "redis": if up { "up" } else { "down" },
-            "replicas_seen": cards.len(),
-            "replicas": cards.iter().map(|c| json!({
-                "replica": c.replica, "stable_version": c.stable_version,
-                "canary_version": c.canary_version, "traffic_percent": c.traffic_percent,
-                "state": c.state, "evaluate_every_ms": c.evaluate_every_ms,
-                "requests_last_slice": c.requests,
-            })).collect::<Vec<_>>(),
-            "agree": warning.is_none(),
-            "warning": warning,
-        })
-    }
-
-    /// Keeps the connection and the latch subscription up until `stop`: connects with
-    /// back-off, subscribes, then reconciles the latch (ours written back if Redis lost it,
-    /// the fleet's adopted if it is ahead), then applies every published change.
-    pub async fn run(
-        self: Arc<Self>,
-        control: Arc<Control>,
-        stop: impl std::future::Future<Output = ()>,
-    ) {
-        let mut stop = std::pin::pin!(stop);
-        let mut backoff = BACKOFF_MIN;
-        let mut warned: Option<Instant> = None;
-        let shown = mask_password(&self.config.redis);
-        loop {
-            let attempt = tokio::select! {
-                _ = &mut stop => return,
-                r = self.subscribe() => r,
-            };
-            let mut messages = match attempt {
-                Ok(m) => m,
-                Err(e) => {
-                    if warned.is_none_or(|w| w.elapsed() >= WARN_EVERY) {
-                        tracing::warn!(redis = %shown, error = %e, retry_in = ?backoff, "fleet: Redis is out of reach; serving and judging alone");
-                        warned = Some(Instant::now());
-                    }
-                    tokio::select! {
-                        _ = &mut stop => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
-                }
-            };
-            backoff = BACKOFF_MIN;
-            // A wake-up left from the connection before is not about this one.
-            let _ = self.lost.notified().now_or_never();
-            self.reconcile(&control).await;
-            tracing::info!(redis = %shown, fleet = %self.config.name, replica = %self.config.replica, "fleet: connected");
-            loop {
-                tokio::select! {
-                    _ = &mut stop => return,
-                    _ = self.lost.notified() => break,
-                    m = messages.next() => match m {
-                        Some(msg) => match serde_json::from_slice::<RemoteLatch>(msg.get_payload_bytes()) {
-                            Ok(remote) => control.adopt(&remote).await,
-                            Err(e) => tracing::warn!(error = %e, "fleet: an unreadable latch message"),
-                        },
-                        None => break,
-                    }
-                }
-            }
-            self.went_down();
-            tracing::warn!(redis = %shown, "fleet: lost Redis; serving and judging alone until it is back (the latch stays as it is)");
-            warned = Some(Instant::now());
-        }
-    }
-
-    async fn subscribe(&self) -> Result<redis::aio::PubSubStream, RedisError> {
-        let timed_out = || RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
-        let conn = self.open().await?;
-        let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| timed_out())??;
-        tokio::time::timeout(RESPONSE_TIMEOUT, pubsub.subscribe(self.keys.channel()))
-            .await
-            .map_err(|_| timed_out())??;
-        *lock(&self.conn) = Some(conn);
-        self.up.store(true, Ordering::Release);
-        self.metrics.redis_up.set(1);
-        Ok(pubsub.into_on_message())
-    }
-
-    /// Once, at start, before serving: open a connection just long enough to read the latch.
-    pub async fn first_read(&self, control: &Control) {
-        match self.open().await {
-            Ok(conn) => {
-                *lock(&self.conn) = Some(conn);
-                self.up.store(true, Ordering::Release);
-                self.metrics.redis_up.set(1);
-                self.reconcile(control).await;
-            }
-            Err(e) => {
-                tracing::warn!(redis = %mask_password(&self.config.redis), error = %e, "fleet: Redis is out of reach at start; serving and judging alone until it is back")
-            }
-        }
-    }
-
-    /// Offers our latch: Redis keeps the higher of the two, and we adopt it if it is theirs.
-    pub async fn reconcile(&self, control: &Control) {
-        let (version, latch, record) = control.latch_now();
-        if let Claim::Lost(remote) = self.claim(&version, latch, &record).await {
-            control.adopt(&remote).await;
-        } else if latch.rolled_back && self.is_up() {
-            tracing::debug!(canary_version = %version, "fleet: our latch is in Redis");
-        }
-    }
-}
-
-/// Replicas of one service should agree on versions, split and state; say where they do not.
-fn disagreement(cards: &[ReplicaCard]) -> Option<String> {
-    let mut parts = Vec::new();
-    type Field = fn(&ReplicaCard) -> String;
-    let fields: [(&str, Field); 5] = [
-        ("canary_version", |c| c.canary_version.clone()),
-        ("stable_version", |c| c.stable_version.clone()),
-        ("traffic_percent", |c| c.traffic_percent.to_string()),
-        ("state", |c| c.state.clone()),
-        ("evaluate_every", |c| format!("{}ms", c.evaluate_every_ms)),
-    ];
-    for (name, get) in fields {
-        let mut values: Vec<String> = cards.iter().map(get).collect();
-        values.sort();
-        values.dedup();
-        if values.len() > 1 {
-            let who = cards
-                .iter()
-                .map(|c| format!("{}={}", c.replica, get(c)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            parts.push(format!("{name} differs ({who})"));
-        }
-    }
-    (!parts.is_empty()).then(|| format!("replicas disagree: {}", parts.join("; ")))
 }
 
 #[cfg(test)]
@@ -476,21 +311,5 @@ mod tests {
             mask_password("redis://127.0.0.1:6379/0"),
             "redis://127.0.0.1:6379/0"
         );
-    }
-
-    #[test]
-    fn disagreement_names_the_field_and_the_replicas() {
-        let card = |r: &str, v: &str| ReplicaCard {
-            replica: r.into(),
-            stable_version: "v1".into(),
-            canary_version: v.into(),
-            traffic_percent: 10.0,
-            state: "active".into(),
-            evaluate_every_ms: 1000,
-            requests: 0,
-        };
-        assert_eq!(disagreement(&[card("a", "v2"), card("b", "v2")]), None);
-        let w = disagreement(&[card("a", "v2"), card("b", "v3")]).unwrap();
-        assert!(w.contains("canary_version differs (a=v2, b=v3)"), "{w}");
     }
 }
