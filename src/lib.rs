@@ -25,6 +25,7 @@ pub mod judgement;
 pub mod metrics;
 pub mod proxy;
 pub mod recorder;
+pub mod reload;
 pub mod report;
 pub mod routing;
 pub mod schedule;

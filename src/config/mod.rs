@@ -3,6 +3,7 @@
 //! was expected. No IO besides reading the file and the token file in `load`.
 
 mod env;
+mod fleet;
 mod raw;
 mod validate;
 

@@ -156,6 +156,18 @@ async fn reload_applies_a_valid_file_and_refuses_an_invalid_one() {
         "the old config keeps serving"
     );
 
+    // What is fixed at start (the threads, the fleet) is refused with a reason, not ignored.
+    write_config(&config, &s, &k, "v2", 100.0);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("workers = 2", "workers = 3")).unwrap();
+    let got = admin_post(proxy.admin, "/canary/reload", None, "").await;
+    assert_eq!(got.status, 422, "{}", got.body);
+    assert!(
+        got.body.contains("proxy.workers cannot change on reload"),
+        "{}",
+        got.body
+    );
+
     // The latch survives a reload of the same version, and a new version clears it.
     write_config(&config, &s, &k, "v2", 100.0);
     post_ok(proxy.admin, "/canary/rollback").await;

@@ -1,0 +1,101 @@
+//! Reload: the config file read again, checked whole, and swapped in as one routing table — or
+//! refused, with the old one serving on. A new canary version starts a fresh judgement (and, in a
+//! fleet, reads that version's latch first).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::control::{Control, ControlError, Transition};
+use crate::fleet::Claim;
+use crate::routing::{CanaryState, RoutingTable};
+
+impl Control {
+    /// Re-reads the config file; a valid one is swapped in whole, an invalid one refused.
+    pub async fn reload(&self, caller: Option<SocketAddr>) -> Result<Transition, ControlError> {
+        let _serial = self.transitions.lock().await;
+        let path = self.config_path.clone().ok_or_else(|| {
+            ControlError::Invalid("this proxy was not started from a config file".into())
+        })?;
+        let env = |k: &str| std::env::var(k).ok();
+        let refuse = |msg: String| {
+            tracing::error!(caller = ?caller, error = %msg, "reload refused; the old config keeps serving");
+            ControlError::Invalid(msg)
+        };
+        let config = tokio::task::spawn_blocking(move || Config::load(&path, &env))
+            .await
+            .map_err(|e| refuse(e.to_string()))?
+            .map_err(|e| refuse(e.to_string()))?;
+        let old = self.router.load();
+        for (key, a, b) in [
+            ("proxy.listen", old.config.proxy.listen, config.proxy.listen),
+            ("admin.listen", old.config.admin.listen, config.admin.listen),
+        ] {
+            if a != b {
+                return Err(refuse(format!(
+                    "{key} cannot change on reload ({a} -> {b}): restart instead"
+                )));
+            }
+        }
+        if old.config.proxy.workers != config.proxy.workers {
+            return Err(refuse(format!(
+                "proxy.workers cannot change on reload ({} -> {}): restart instead",
+                old.config.proxy.workers, config.proxy.workers
+            )));
+        }
+        if old.config.fleet != config.fleet {
+            return Err(refuse(
+                "[fleet] cannot change on reload: restart instead".into(),
+            ));
+        }
+        let tls = match &config.proxy.tls {
+            Some(files) => Some(crate::tls::server_config(files).map_err(refuse)?),
+            None => None,
+        };
+        let new_version = old.config.canary.version != config.canary.version;
+        let config = Arc::new(config);
+        let (old, table) = self
+            .router
+            .update(|t| {
+                let latched = t.state == CanaryState::RolledBack && !new_version;
+                Some(RoutingTable::build(
+                    config.clone(),
+                    latched,
+                    Some(t),
+                    &self.metrics,
+                    tls.clone(),
+                ))
+            })
+            .expect("a reload always swaps");
+        if new_version {
+            self.generation.store(0, Ordering::Release);
+            self.restart_judgement(&table);
+            self.persist(
+                &table.config.state.path,
+                &table.config.canary.version,
+                false,
+            )
+            .await?;
+        } else {
+            self.judgement().retune(&table.config.rollback);
+            self.publish(&table);
+        }
+        if let (true, Some(f)) = (new_version, &self.fleet) {
+            // The fleet may have judged this version already: read its latch before going on.
+            let (version, latch, record) = self.latch_now();
+            if let Claim::Lost(remote) = f.claim(&version, latch, &record).await {
+                self.adopt_locked(&remote).await;
+            }
+        }
+        tracing::info!(
+            caller = ?caller, before = old.state.as_str(), after = table.state.as_str(),
+            percent = table.config.canary.traffic_percent, canary_version = %table.config.canary.version,
+            new_version, "config reloaded"
+        );
+        Ok(Transition {
+            before: old.state,
+            after: table.state,
+        })
+    }
+}
