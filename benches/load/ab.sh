@@ -13,44 +13,12 @@ for p in wrk nginx; do command -v "$p" >/dev/null || { apt-get update -qq >/dev/
 WORK=$(mktemp -d); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$WORK"; }
 trap cleanup EXIT
-fp() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-U1=$(fp); U2=$(fp)
-head -c 65536 /dev/zero | tr '\0' 'x' > "$WORK/64k"
-cat > "$WORK/up.conf" <<CONF
-worker_processes 1; master_process off; pid $WORK/up.pid; error_log $WORK/up.err warn;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$U1 backlog=4096; location / { return 200 "ok"; } location /64k { alias $WORK/64k; } }
-  server { listen 127.0.0.1:$U2 backlog=4096; location / { return 200 "ok"; } location /64k { alias $WORK/64k; } } }
-CONF
-taskset -c 0 nginx -c "$WORK/up.conf" -g 'daemon off;' & PIDS+=($!)
-cat > "$WORK/ids.lua" <<'LUA'
-local n = 0
-request = function() n = n + 1; return wrk.format(nil, nil, { ["x-user-id"] = "user-" .. n }) end
-LUA
+. "$(dirname "$0")/common.sh"
+start_upstreams 0
 declare -A PORT PID
 start() { # name binary
-  local p a; p=$(fp); a=$(fp)
-  cat > "$WORK/$1.toml" <<CONF
-[proxy]
-listen = "127.0.0.1:$p"
-[admin]
-listen = "127.0.0.1:$a"
-[stable]
-version = "v1"
-endpoints = ["http://127.0.0.1:$U1"]
-[canary]
-version = "v2"
-endpoints = ["http://127.0.0.1:$U2"]
-traffic_percent = 50.0
-expose_headers = true
-[limits]
-max_connections = 8000
-[rollback]
-auto = false
-[state]
-path = "$WORK/$1.json"
-CONF
+  local p a; p=$(free_port); a=$(free_port)
+  canary_config "$WORK/$1.toml" "$p" "$a"
   RUST_LOG=warn taskset -c 1 "$2" run --config "$WORK/$1.toml" >/dev/null 2>&1 & PIDS+=($!)
   PORT[$1]=$p; PID[$1]=$!
 }

@@ -33,25 +33,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-U1=$(free_port); U2=$(free_port); P_NGINX=$(free_port); P_HAPROXY=$(free_port); P_CANARY=$(free_port); A_CANARY=$(free_port)
-
-# Two fast upstreams: NGINX answering from memory, 2 bytes or 64 KiB.
-head -c 65536 /dev/zero | tr '\0' 'x' > "$WORK/64k"
-cat > "$WORK/upstreams.conf" <<CONF
-worker_processes 1;
-master_process off;
-pid $WORK/upstreams.pid;
-error_log $WORK/upstreams.err warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$U1 backlog=4096; location / { return 200 "ok"; } location /64k { alias $WORK/64k; } }
-  server { listen 127.0.0.1:$U2 backlog=4096; location / { return 200 "ok"; } location /64k { alias $WORK/64k; } }
-}
-CONF
-taskset -c $LOAD_CPU nginx -c "$WORK/upstreams.conf" -g 'daemon off;' & PIDS+=($!)
+. benches/load/common.sh
+start_upstreams $LOAD_CPU
+P_NGINX=$(free_port); P_HAPROXY=$(free_port); P_CANARY=$(free_port); A_CANARY=$(free_port)
 
 # NGINX as the reverse proxy: 50/50 split with keep-alive to both upstreams.
 cat > "$WORK/nginx-proxy.conf" <<CONF
@@ -92,39 +76,10 @@ backend be
 CONF
 taskset -c $PROXY_CPU haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!); HAPROXY_PID=$!
 
-cat > "$WORK/canary.toml" <<CONF
-[proxy]
-listen = "127.0.0.1:$P_CANARY"
-[admin]
-listen = "127.0.0.1:$A_CANARY"
-[stable]
-version = "v1"
-endpoints = ["http://127.0.0.1:$U1"]
-[canary]
-version = "v2"
-endpoints = ["http://127.0.0.1:$U2"]
-traffic_percent = 50.0
-expose_headers = true
-[limits]
-max_connections = 8000
-[rollback]
-# Judged and measured as in production, but never rolled back: the contenders must keep the
-# same topology for the whole run (a workload switch can trip the latency trigger, see notes).
-auto = false
-[state]
-path = "$WORK/state.json"
-CONF
+canary_config "$WORK/canary.toml" "$P_CANARY" "$A_CANARY"
 RUST_LOG=warn taskset -c $PROXY_CPU "$BIN" run --config "$WORK/canary.toml" & PIDS+=($!); CANARY_PID=$!
 sleep 1
 
-# Every request carries a fresh user id, so the cohort hash runs for real.
-cat > "$WORK/ids.lua" <<'LUA'
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format(nil, nil, { ["x-user-id"] = "user-" .. n })
-end
-LUA
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }

@@ -229,3 +229,38 @@ async fn rediss_with_a_private_ca_and_a_password_from_the_environment() {
         p.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_says_in_its_log_that_it_is_alone_and_says_when_it_joins() {
+    let port = free_port();
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("solo.toml");
+    let url = format!("redis://:s3cret@127.0.0.1:{port}/0");
+    let toml = fleet_toml(&s, &k, &url, "solo", "")
+        .replace("[canary]", "[state]\npath = \"solo.json\"\n\n[canary]");
+    std::fs::write(&path, toml).unwrap();
+    let solo = spawn_binary(&path, &[]);
+    let got = get(&client(), &solo.url("/"), &[("x-user-id", "u1")]).await;
+    assert_eq!(got.status, 200, "served without Redis");
+    let logs = solo.logs();
+    assert!(
+        logs.contains("WARN") && logs.contains("Redis is out of reach"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("s3cret"),
+        "the password stays out of the log: {logs}"
+    );
+    let args = ["--port", &port.to_string(), "--requirepass", "s3cret"].map(String::from);
+    let _redis = RedisServer::start_with(port, args.to_vec());
+    until(
+        "the binary logs that it joined",
+        Duration::from_secs(10),
+        || async { solo.logs().contains("fleet: connected") },
+    )
+    .await;
+}

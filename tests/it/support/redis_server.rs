@@ -52,7 +52,8 @@ impl RedisServer {
         Self::start_with(port, extra.iter().map(|s| s.to_string()).collect())
     }
 
-    fn start_with(port: u16, extra: Vec<String>) -> Self {
+    /// With `extra` arguments (which then name the port themselves).
+    pub fn start_with(port: u16, extra: Vec<String>) -> Self {
         let mut r = RedisServer {
             port,
             child: None,
