@@ -17,9 +17,15 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 
+/// Why a response body broke off (the client's connection is then aborted).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A response body: the upstream's, or one the proxy made.
 pub enum ProxyBody {
+    /// Through hyper's pooled client.
     Upstream(Incoming),
+    /// Read straight from the upstream socket (`direct`).
+    Direct(crate::direct::DirectBody),
     Full(Option<Bytes>),
     /// Either of the above, counted and logged when it ends (the access log is on).
     Logged(Box<crate::access_log::Logged>),
@@ -37,14 +43,15 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ProxyBody::Direct(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             ProxyBody::Logged(l) => l.poll_frame(cx),
         }
@@ -53,6 +60,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Direct(b) => b.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Logged(l) => l.is_end_stream(),
         }
@@ -61,6 +69,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Direct(b) => b.size_hint(),
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Logged(l) => l.size_hint(),

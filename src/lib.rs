@@ -15,6 +15,7 @@ pub mod config;
 pub mod conn;
 pub mod control;
 pub mod demo;
+pub mod direct;
 pub mod error;
 pub mod fleet;
 pub mod headers;

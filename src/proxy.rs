@@ -12,6 +12,7 @@ use hyper::body::{Body, Incoming};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::body::{BodyWatch, ProxyBody, UpstreamBody};
+use crate::direct::DirectClient;
 use crate::error::{plain, Blame, ExchangeError};
 use crate::headers::{self, Hop};
 use crate::identity::{client_ip, identify, IpText};
@@ -36,7 +37,24 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     client: UpstreamClient,
     h2_client: UpstreamClient,
+    /// This worker's own HTTP/1.1 path for requests without a body (`direct`).
+    direct: DirectClient,
 }
+
+/// Which client carries an exchange upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carrier {
+    /// hyper's HTTP/1.1 client: requests with a body, upgrades, `https://` endpoints.
+    H1,
+    /// hyper's HTTP/2 client: gRPC.
+    H2,
+    /// Our own HTTP/1.1 path, where the request and endpoint allow it (`direct`).
+    Direct,
+}
+
+/// An attempt's response and latency, or why it failed and after how long.
+type Outcome =
+    Result<(Response<ProxyBody>, std::time::Duration), (ExchangeError, std::time::Duration)>;
 
 /// The connection a request came in on.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +79,7 @@ impl Proxy {
             metrics,
             client: crate::upstream::client(t, crate::tls::client_config(ca)?, false),
             h2_client: crate::upstream::client(t, crate::tls::client_config(ca)?, true),
+            direct: DirectClient::new(t.connect, t.idle),
         })
     }
 
@@ -150,8 +169,14 @@ impl Proxy {
         }
 
         let mut trace = Trace::default();
+        // Upgrades and gRPC need hyper's client; so do bodies (see `forward`).
+        let carrier = match (grpc, &upgrade) {
+            (true, _) => Carrier::H2,
+            (false, Some(_)) => Carrier::H1,
+            (false, None) => Carrier::Direct,
+        };
         let outcome = self
-            .forward(&table, &pool, parts, body, grpc, &mut trace)
+            .forward(&table, &pool, parts, body, carrier, &mut trace)
             .await;
         if let Some(e) = log {
             e.upstream = trace.endpoint.map(|i| pool.endpoints[i].url().to_string());
@@ -187,7 +212,7 @@ impl Proxy {
                     (true, _, _) => {
                         plain(StatusCode::BAD_GATEWAY, ExchangeError::Protocol.message())
                     }
-                    _ => resp.map(ProxyBody::Upstream),
+                    _ => resp,
                 }
             }
             Err((err, latency)) => {
@@ -243,11 +268,16 @@ impl Proxy {
         pool: &Pool,
         parts: http::request::Parts,
         body: Incoming,
-        grpc: bool,
+        carrier: Carrier,
         trace: &mut Trace,
-    ) -> Result<(Response<Incoming>, std::time::Duration), (ExchangeError, std::time::Duration)>
-    {
+    ) -> Outcome {
         let watch = (!body.is_end_stream()).then(|| BodyWatch::new(body));
+        // Only a request without a body takes the direct path: a streamed request body (its
+        // stall and abort watch, its retry rules) stays with hyper's client.
+        let carrier = match carrier {
+            Carrier::Direct if watch.is_some() => Carrier::H1,
+            c => c,
+        };
         let can_retry = pool.endpoints.len() > 1;
         // Kept only where a retry is possible: a clone per request is not free.
         let spare = can_retry.then(|| {
@@ -260,7 +290,7 @@ impl Proxy {
         let first = pool.pick(None);
         trace.endpoint = Some(first);
         let result = self
-            .attempt(table, pool, first, parts, watch.as_ref(), grpc)
+            .attempt(table, pool, first, parts, watch.as_ref(), carrier)
             .await;
         let result = match (result, spare) {
             (Err((ExchangeError::Connect, _)), Some((method, uri, headers)))
@@ -272,7 +302,7 @@ impl Proxy {
                 parts.headers = headers;
                 let second = pool.pick(Some(first));
                 trace.endpoint = Some(second);
-                self.attempt(table, pool, second, parts, watch.as_ref(), grpc)
+                self.attempt(table, pool, second, parts, watch.as_ref(), carrier)
                     .await
             }
             (result, _) => result,
@@ -288,10 +318,25 @@ impl Proxy {
         i: usize,
         mut parts: http::request::Parts,
         watch: Option<&Arc<BodyWatch>>,
-        grpc: bool,
-    ) -> Result<(Response<Incoming>, std::time::Duration), (ExchangeError, std::time::Duration)>
-    {
+        carrier: Carrier,
+    ) -> Outcome {
         let endpoint = &pool.endpoints[i].config;
+        let timeout = table.config.timeouts.request;
+        if carrier == Carrier::Direct && DirectClient::serves(&parts.method, &endpoint.scheme) {
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let started = Instant::now();
+            let pending =
+                self.direct
+                    .request(&endpoint.authority, &parts.method, target, &parts.headers);
+            return match tokio::time::timeout_at((started + timeout).into(), pending).await {
+                Ok(Ok(resp)) => {
+                    pool.mark_ok(i);
+                    Ok((resp.map(ProxyBody::Direct), started.elapsed()))
+                }
+                Ok(Err(f)) => Err(self.failed(pool, i, f.kind, &f.detail, started.elapsed())),
+                Err(_) => Err(self.timed_out(pool, started)),
+            };
+        }
         // The target is reused as it came (its bytes are shared, not copied); only the scheme and
         // authority change to the endpoint's.
         let mut target = std::mem::take(&mut parts.uri).into_parts();
@@ -305,6 +350,7 @@ impl Proxy {
             Err(_) => return Err((ExchangeError::Protocol, std::time::Duration::ZERO)),
         };
         // gRPC goes over HTTP/2 (h2c): it needs trailers and streams; the rest over HTTP/1.1.
+        let grpc = carrier == Carrier::H2;
         parts.version = if grpc {
             Version::HTTP_2
         } else {
@@ -316,7 +362,6 @@ impl Proxy {
             None => UpstreamBody::Empty,
         };
         let req = Request::from_parts(parts, body);
-        let timeout = table.config.timeouts.request;
         let started = Instant::now();
         let mut pending = std::pin::pin!(client.request(req));
 
@@ -331,12 +376,35 @@ impl Proxy {
         let sent = watch.and_then(|w| w.sent_at()).unwrap_or(started);
         match tokio::time::timeout_at((sent + timeout).into(), pending).await {
             Ok(r) => self.settle(pool, i, r, sent, watch),
-            Err(_) => {
-                self.metrics
-                    .upstream_failure(pool.cohort.as_str(), ExchangeError::Timeout.kind());
-                Err((ExchangeError::Timeout, sent.elapsed()))
-            }
+            Err(_) => Err(self.timed_out(pool, sent)),
         }
+    }
+
+    fn timed_out(&self, pool: &Pool, sent: Instant) -> (ExchangeError, std::time::Duration) {
+        self.metrics
+            .upstream_failure(pool.cohort.as_str(), ExchangeError::Timeout.kind());
+        (ExchangeError::Timeout, sent.elapsed())
+    }
+
+    /// Counts a failed attempt where it belongs: a refused connect backs the endpoint off, an
+    /// upstream's failure is the cohort's.
+    fn failed(
+        &self,
+        pool: &Pool,
+        i: usize,
+        err: ExchangeError,
+        detail: &dyn std::fmt::Display,
+        latency: std::time::Duration,
+    ) -> (ExchangeError, std::time::Duration) {
+        if err == ExchangeError::Connect {
+            pool.mark_failed(i);
+        }
+        if err.blame() == Blame::Upstream {
+            self.metrics
+                .upstream_failure(pool.cohort.as_str(), err.kind());
+        }
+        tracing::debug!(cohort = %pool.cohort, endpoint = pool.endpoints[i].url(), error = %detail, "upstream attempt failed");
+        (err, latency)
     }
 
     fn settle(
@@ -346,25 +414,16 @@ impl Proxy {
         r: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
         sent: Instant,
         watch: Option<&Arc<BodyWatch>>,
-    ) -> Result<(Response<Incoming>, std::time::Duration), (ExchangeError, std::time::Duration)>
-    {
+    ) -> Outcome {
         let latency = sent.elapsed();
         match r {
             Ok(resp) => {
                 pool.mark_ok(i);
-                Ok((resp, latency))
+                Ok((resp.map(ProxyBody::Upstream), latency))
             }
             Err(e) => {
                 let err = ExchangeError::classify(&e, watch.and_then(|w| w.client_failed()));
-                if err == ExchangeError::Connect {
-                    pool.mark_failed(i);
-                }
-                if err.blame() == Blame::Upstream {
-                    self.metrics
-                        .upstream_failure(pool.cohort.as_str(), err.kind());
-                }
-                tracing::debug!(cohort = %pool.cohort, endpoint = pool.endpoints[i].url(), error = %e, "upstream attempt failed");
-                Err((err, latency))
+                Err(self.failed(pool, i, err, &e, latency))
             }
         }
     }

@@ -6,6 +6,7 @@ mod admin;
 mod cli;
 mod cohorts;
 mod dashboard;
+mod direct;
 mod docs;
 mod faults;
 mod fleet;

@@ -1,0 +1,415 @@
+//! HTTP/1.1 on the wire towards an upstream: the request head we write, the response head we
+//! parse (with `httparse`, sharing the read buffer's bytes rather than copying them), how the
+//! body that follows is framed (RFC 9112 §6.3), and the chunked decoder.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+/// As many response headers as hyper's client takes by default.
+const MAX_HEADERS: usize = 100;
+/// A response head larger than this is refused (hyper's client bound its buffer alike).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// A chunk-size line (with extensions) or the trailer section may not be longer.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// The upstream broke HTTP/1.1: answered as a protocol failure (502).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the upstream sent an invalid response: {0}")]
+pub struct Invalid(pub &'static str);
+
+/// How the body after a response head ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: HEAD, 204, 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes; the connection cannot be reused.
+    Close,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct Head {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// Whether the connection may carry another request once the body is read.
+    pub keep_alive: bool,
+}
+
+/// Writes `METHOD target HTTP/1.1`, the headers as they are, and `Host` when the request came
+/// without one (HTTP/1.0, or HTTP/2 without `:authority`).
+pub fn write_head(
+    out: &mut Vec<u8>,
+    method: &http::Method,
+    target: &str,
+    headers: &HeaderMap,
+    authority: &str,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !headers.contains_key(HOST) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(authority.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Parses one response head off the front of `buf`. `Ok(None)`: more bytes are needed.
+/// Interim (1xx) heads are consumed and skipped: the caller never sees them.
+pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Invalid> {
+    loop {
+        // Where each header's name and value sit in the buffer, so the values can share it.
+        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let (len, status, version, count) = {
+            let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut res = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut res,
+                buf,
+                &mut headers,
+            );
+            let len = match parsed {
+                Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+                    return Err(Invalid("head too large"))
+                }
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                    return Err(Invalid("head too large"))
+                }
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(httparse::Error::TooManyHeaders) => return Err(Invalid("too many headers")),
+                Err(_) => return Err(Invalid("malformed head")),
+            };
+            let base = buf.as_ptr() as usize;
+            for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
+                // Within the head, which is at most MAX_HEAD long: u32 is plenty.
+                let n = (h.name.as_ptr() as usize - base) as u32;
+                let v = (h.value.as_ptr() as usize - base) as u32;
+                *span = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
+            }
+            let status = res.code.unwrap_or(0);
+            (len, status, res.version.unwrap_or(1), res.headers.len())
+        };
+        let status = StatusCode::from_u16(status).map_err(|_| Invalid("bad status"))?;
+        if status.is_informational() {
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                // Only a request that asked for an upgrade may get one; those go through hyper.
+                return Err(Invalid("unrequested 101"));
+            }
+            buf.advance(len);
+            continue;
+        }
+        let bytes = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        let mut close = version == 0;
+        let mut length: Option<u64> = None;
+        let mut transfer: Option<bool> = None; // Some(chunked last)
+        for &(n0, n1, v0, v1) in &spans[..count] {
+            let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
+            let name = HeaderName::from_bytes(&bytes[n0..n1]).map_err(|_| Invalid("bad name"))?;
+            let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1))
+                .map_err(|_| Invalid("bad value"))?;
+            if name == CONTENT_LENGTH {
+                let n = content_length(value.as_bytes()).ok_or(Invalid("bad content-length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(Invalid("conflicting content-length"));
+                }
+                length = Some(n);
+            } else if name == TRANSFER_ENCODING {
+                let last = value
+                    .as_bytes()
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .unwrap_or(b"");
+                transfer = Some(trim(last).eq_ignore_ascii_case(b"chunked"));
+            } else if name == CONNECTION {
+                let v = value.as_bytes();
+                if v.split(|&b| b == b',')
+                    .any(|t| trim(t).eq_ignore_ascii_case(b"close"))
+                {
+                    close = true;
+                }
+                if version == 0
+                    && v.split(|&b| b == b',')
+                        .any(|t| trim(t).eq_ignore_ascii_case(b"keep-alive"))
+                {
+                    close = false;
+                }
+            }
+            headers.append(name, value);
+        }
+        let framing = if head_request
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Framing::Empty
+        } else if let Some(chunked) = transfer {
+            // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which must then go, and
+            // such a message may have been smuggled: the connection is not reused.
+            if length.is_some() {
+                headers.remove(CONTENT_LENGTH);
+                close = true;
+            }
+            if chunked {
+                Framing::Chunked
+            } else {
+                Framing::Close
+            }
+        } else if let Some(n) = length {
+            Framing::Length(n)
+        } else {
+            Framing::Close
+        };
+        return Ok(Some(Head {
+            status,
+            headers,
+            framing,
+            keep_alive: !close && framing != Framing::Close,
+        }));
+    }
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    b.trim_ascii()
+}
+
+/// `Content-Length`: digits, or a list of equal values (`5, 5`) as some servers send.
+fn content_length(v: &[u8]) -> Option<u64> {
+    let mut found = None;
+    for part in v.split(|&b| b == b',') {
+        let part = trim(part);
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
+        if found.is_some_and(|f| f != n) {
+            return None;
+        }
+        found = Some(n);
+    }
+    found
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunked {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+/// What one step of the chunked decoder gives.
+#[derive(Debug)]
+pub enum Step {
+    /// Needs more bytes in the buffer.
+    More,
+    Data(Bytes),
+    Trailers(HeaderMap),
+    /// The body ended (after the last chunk and any trailers).
+    End,
+}
+
+impl Chunked {
+    /// Decodes what `buf` holds, as far as one frame.
+    pub fn step(&mut self, buf: &mut BytesMut) -> Result<Step, Invalid> {
+        loop {
+            match *self {
+                Chunked::Size => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        buf.advance(used);
+                        *self = if size == 0 {
+                            Chunked::Trailers
+                        } else {
+                            Chunked::Data(size)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                        return Err(Invalid("chunk size line too long"))
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(Step::More),
+                    Err(_) => return Err(Invalid("bad chunk size")),
+                },
+                Chunked::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Step::More);
+                    }
+                    let n = (buf.len() as u64).min(left) as usize;
+                    let data = buf.split_to(n).freeze();
+                    *self = match left - n as u64 {
+                        0 => Chunked::DataEnd,
+                        rest => Chunked::Data(rest),
+                    };
+                    return Ok(Step::Data(data));
+                }
+                Chunked::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Step::More);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(Invalid("chunk not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    *self = Chunked::Size;
+                }
+                Chunked::Trailers => {
+                    if buf.starts_with(b"\r\n") {
+                        buf.advance(2);
+                        *self = Chunked::Done;
+                        return Ok(Step::End);
+                    }
+                    let mut headers = [httparse::EMPTY_HEADER; 32];
+                    match httparse::parse_headers(buf, &mut headers) {
+                        Ok(httparse::Status::Complete((used, parsed))) => {
+                            let mut map = HeaderMap::with_capacity(parsed.len());
+                            for h in parsed {
+                                let name = HeaderName::from_bytes(h.name.as_bytes())
+                                    .map_err(|_| Invalid("bad trailer name"))?;
+                                let value = HeaderValue::from_bytes(h.value)
+                                    .map_err(|_| Invalid("bad trailer value"))?;
+                                map.append(name, value);
+                            }
+                            buf.advance(used);
+                            *self = Chunked::Done;
+                            return Ok(Step::Trailers(map));
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILERS => {
+                            return Err(Invalid("trailers too large"))
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(Step::More),
+                        Err(_) => return Err(Invalid("bad trailers")),
+                    }
+                }
+                Chunked::Done => return Ok(Step::End),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &[u8], head_request: bool) -> Result<Option<Head>, Invalid> {
+        parse_head(&mut BytesMut::from(raw), head_request)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false)
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), true));
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::Empty, "HEAD has no body");
+        let h = head(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.framing, Framing::Empty);
+        let h = head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+        assert!(!h.headers.contains_key(CONTENT_LENGTH), "TE overrides CL");
+        let h = head(b"HTTP/1.1 200 OK\r\n\r\n", false).unwrap().unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
+        let h = head(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive, "HTTP/1.0 closes unless it says keep-alive");
+        let h = head(
+            b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 1\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!h.keep_alive);
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::Length(3));
+    }
+
+    #[test]
+    fn interim_heads_are_skipped_and_bad_ones_refused() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"[..],
+        );
+        let h = parse_head(&mut buf, false).unwrap().unwrap();
+        assert_eq!(h.status, 201);
+        assert!(buf.is_empty());
+        assert!(head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            false
+        )
+        .is_err());
+        assert!(head(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", false).is_err());
+        assert!(head(b"THIS IS NOT HTTP\r\n\r\n", false).is_err());
+        assert!(head(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", false).is_err());
+        assert!(head(b"HTTP/1.1 200 OK\r\nContent-Le", false)
+            .unwrap()
+            .is_none());
+        let mut big = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
+        big.resize(MAX_HEAD + 10, b'a');
+        assert!(
+            head(&big, false).is_err(),
+            "a head past the limit is refused"
+        );
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_split() {
+        let wire = b"5;ext=1\r\nhello\r\nA\r\n, chunked!\r\n0\r\nx-sum: 42\r\n\r\n";
+        for split in 0..wire.len() {
+            let mut dec = Chunked::Size;
+            let mut buf = BytesMut::from(&wire[..split]);
+            let (mut body, mut trailers, mut ended) = (Vec::new(), None, false);
+            let mut rest = &wire[split..];
+            loop {
+                match dec.step(&mut buf).unwrap() {
+                    Step::Data(d) => body.extend_from_slice(&d),
+                    Step::Trailers(t) => trailers = Some(t),
+                    Step::End => {
+                        ended = true;
+                        break;
+                    }
+                    Step::More if rest.is_empty() => break,
+                    Step::More => {
+                        buf.extend_from_slice(&rest[..1]);
+                        rest = &rest[1..];
+                    }
+                }
+            }
+            assert!(ended, "split at {split}");
+            assert_eq!(body, b"hello, chunked!", "split at {split}");
+            assert_eq!(trailers.unwrap()["x-sum"], "42");
+        }
+        let mut dec = Chunked::Size;
+        assert!(dec.step(&mut BytesMut::from(&b"zz\r\n"[..])).is_err());
+        let (mut dec, mut buf) = (Chunked::Size, BytesMut::from(&b"2\r\nabXY"[..]));
+        assert!(matches!(dec.step(&mut buf), Ok(Step::Data(d)) if d == "ab"));
+        assert!(dec.step(&mut buf).is_err(), "data must end in CRLF");
+    }
+}

@@ -1,0 +1,307 @@
+//! The direct path: plain HTTP/1.1 to an `http://` endpoint for requests without a body, driven
+//! inside the client connection's own task.
+//!
+//! hyper's pooled client runs every upstream connection in a task of its own and talks to it
+//! through channels: a request crosses two tasks and four queues, and its response body a
+//! fifth. Here the request head is written and the response read by the task that serves the
+//! client; the response body is read from the upstream socket as the client's connection asks
+//! for it, and the connection goes back to this worker's idle set when the body ends. Requests
+//! with a body, upgrades, gRPC and `https://` endpoints keep hyper's client (see `upstream`).
+
+mod body;
+pub mod codec;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use http::uri::Authority;
+use http::{HeaderMap, Method, Response, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub use body::DirectBody;
+
+use crate::error::ExchangeError;
+
+/// Idle connections kept per endpoint and worker, as hyper's pool was configured.
+const MAX_IDLE: usize = 1024;
+/// A pooled connection's read buffer is dropped when it grew past this (large bodies).
+const KEEP_BUF: usize = 16 * 1024;
+
+/// Why a direct exchange failed, already in the proxy's terms.
+#[derive(Debug)]
+pub struct Failure {
+    pub kind: ExchangeError,
+    pub detail: String,
+}
+
+impl Failure {
+    fn new(kind: ExchangeError, detail: impl std::fmt::Display) -> Self {
+        Failure {
+            kind,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// An upstream connection and its read buffer (which may hold the start of a body).
+pub struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// One endpoint's idle connections, each with when it went idle.
+type Idle = Vec<(Conn, Instant)>;
+
+/// One worker's idle upstream connections, by endpoint authority; newest last.
+pub struct IdleSet {
+    slots: Mutex<Vec<(Authority, Idle)>>,
+    /// `timeouts.idle`: a connection unused this long is closed rather than reused.
+    timeout: Duration,
+}
+
+impl IdleSet {
+    fn checkout(&self, authority: &Authority) -> Option<Conn> {
+        let mut slots = self.slots.lock().ok()?;
+        let (_, conns) = slots.iter_mut().find(|(a, _)| a == authority)?;
+        let (conn, since) = conns.pop()?;
+        if since.elapsed() >= self.timeout {
+            // The newest is stale, so are the older ones.
+            conns.clear();
+            return None;
+        }
+        Some(conn)
+    }
+
+    fn checkin(&self, authority: &Authority, mut conn: Conn) {
+        if conn.buf.capacity() > KEEP_BUF {
+            conn.buf = BytesMut::new();
+        }
+        let Ok(mut slots) = self.slots.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        // Close what has idled out, oldest first, here rather than on a timer.
+        for (_, conns) in slots.iter_mut() {
+            let stale = conns
+                .iter()
+                .take_while(|(_, since)| now.duration_since(*since) >= self.timeout)
+                .count();
+            conns.drain(..stale);
+        }
+        match slots.iter_mut().find(|(a, _)| a == authority) {
+            Some((_, conns)) if conns.len() < MAX_IDLE => conns.push((conn, now)),
+            Some(_) => {}
+            None => slots.push((authority.clone(), vec![(conn, now)])),
+        }
+    }
+}
+
+/// Where a connection goes back once its response body ended cleanly.
+pub struct Home {
+    idle: Arc<IdleSet>,
+    authority: Authority,
+}
+
+impl Home {
+    fn put(self, conn: Conn) {
+        self.idle.checkin(&self.authority, conn);
+    }
+}
+
+/// This worker's direct HTTP/1.1 client.
+pub struct DirectClient {
+    idle: Arc<IdleSet>,
+    connect_timeout: Duration,
+}
+
+impl DirectClient {
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        DirectClient {
+            idle: Arc::new(IdleSet {
+                slots: Mutex::new(Vec::new()),
+                timeout: idle_timeout,
+            }),
+            connect_timeout,
+        }
+    }
+
+    /// Whether a request may take the direct path: no body, no upgrade, not gRPC (the caller
+    /// knows those), and an `http://` endpoint.
+    pub fn serves(method: &Method, scheme: &http::uri::Scheme) -> bool {
+        *scheme == http::uri::Scheme::HTTP && *method != Method::CONNECT
+    }
+
+    /// Sends a request without a body and reads the response head; the body follows as the
+    /// returned response's is read.
+    ///
+    /// A pooled connection the upstream closed while it idled fails at once (EOF or reset before
+    /// a byte of the answer): an idempotent request is then sent again, once, on a fresh
+    /// connection, as NGINX does. Others check the pooled connection before using it.
+    pub async fn request(
+        &self,
+        authority: &Authority,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+    ) -> Result<Response<DirectBody>, Failure> {
+        let mut head = Vec::with_capacity(256 + headers.len() * 48);
+        codec::write_head(&mut head, method, target, headers, authority.as_str());
+        let idempotent = matches!(
+            *method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        );
+        let head_request = *method == Method::HEAD;
+        let mut pooled = self.idle.checkout(authority);
+        if !idempotent {
+            pooled = match pooled {
+                Some(c) => still_open(c).await,
+                None => None,
+            };
+        }
+        let (conn, parsed) = match pooled {
+            Some(conn) => match exchange(conn, &head, head_request).await {
+                Ok(done) => done,
+                Err(Sent::Nothing(e)) if idempotent => {
+                    tracing::trace!(error = %e, "pooled upstream connection was closed; retrying on a new one");
+                    self.fresh(authority, &head, head_request).await?
+                }
+                Err(e) => return Err(e.into_failure()),
+            },
+            None => self.fresh(authority, &head, head_request).await?,
+        };
+        let home = parsed.keep_alive.then(|| Home {
+            idle: self.idle.clone(),
+            authority: authority.clone(),
+        });
+        let mut resp = Response::new(DirectBody::new(conn, parsed.framing, home));
+        *resp.status_mut() = parsed.status;
+        *resp.version_mut() = Version::HTTP_11;
+        *resp.headers_mut() = parsed.headers;
+        Ok(resp)
+    }
+
+    async fn fresh(
+        &self,
+        authority: &Authority,
+        head: &[u8],
+        head_request: bool,
+    ) -> Result<(Conn, codec::Head), Failure> {
+        let conn = self.connect(authority).await?;
+        exchange(conn, head, head_request)
+            .await
+            .map_err(Sent::into_failure)
+    }
+
+    async fn connect(&self, authority: &Authority) -> Result<Conn, Failure> {
+        let port = authority.port_u16().unwrap_or(80);
+        let host = authority.host();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let connecting = async {
+            let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+                Ok(ip) => vec![SocketAddr::new(ip, port)],
+                Err(_) => tokio::net::lookup_host((host, port)).await?.collect(),
+            };
+            let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
+            for addr in addrs {
+                match TcpStream::connect(addr).await {
+                    Ok(s) => return Ok(s),
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        };
+        let stream = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(Failure::new(ExchangeError::Connect, e)),
+            Err(_) => return Err(Failure::new(ExchangeError::Connect, "connect timed out")),
+        };
+        // Small heads must not wait for Nagle; keep-alive probes find dead peers behind NAT.
+        let _ = stream.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(8 * 1024),
+        })
+    }
+}
+
+/// How far an exchange got before it failed.
+enum Sent {
+    /// Nothing of an answer arrived: on a pooled connection, it had been closed.
+    Nothing(io::Error),
+    Broken(Failure),
+}
+
+impl Sent {
+    fn into_failure(self) -> Failure {
+        match self {
+            Sent::Nothing(e) => Failure::new(ExchangeError::Reset, e),
+            Sent::Broken(f) => f,
+        }
+    }
+}
+
+/// Writes the head and reads the response head.
+async fn exchange(
+    mut conn: Conn,
+    head: &[u8],
+    head_request: bool,
+) -> Result<(Conn, codec::Head), Sent> {
+    conn.stream.write_all(head).await.map_err(Sent::Nothing)?;
+    let mut got_any = !conn.buf.is_empty();
+    loop {
+        match codec::parse_head(&mut conn.buf, head_request) {
+            Ok(Some(parsed)) => return Ok((conn, parsed)),
+            Ok(None) => {}
+            Err(e) => return Err(Sent::Broken(Failure::new(ExchangeError::Protocol, e))),
+        }
+        if conn.buf.capacity() - conn.buf.len() < 1024 {
+            conn.buf.reserve(8 * 1024);
+        }
+        let read = conn.stream.read_buf(&mut conn.buf).await;
+        match read {
+            Ok(0) | Err(_) if !got_any => {
+                let e = read
+                    .err()
+                    .unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into());
+                return Err(Sent::Nothing(e));
+            }
+            Ok(0) => {
+                return Err(Sent::Broken(Failure::new(
+                    ExchangeError::Reset,
+                    "closed in the middle of the response head",
+                )))
+            }
+            Err(e) => return Err(Sent::Broken(Failure::new(ExchangeError::Reset, e))),
+            Ok(_) => got_any = true,
+        }
+    }
+}
+
+/// A pooled connection that has something to read before we asked is closed (or broken).
+async fn still_open(mut conn: Conn) -> Option<Conn> {
+    let ready = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(conn.stream.poll_read_ready(cx).is_ready())
+    })
+    .await;
+    if !ready {
+        return Some(conn);
+    }
+    match conn.stream.try_read_buf(&mut conn.buf) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(conn),
+        _ => None,
+    }
+}
