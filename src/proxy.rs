@@ -85,7 +85,10 @@ impl Proxy {
 
     pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
         let Some(log) = &self.access_log else {
-            return self.serve(req, conn, None).await;
+            // Boxed, and freed when the exchange is done: hyper keeps the handler's future for
+            // the connection's whole life, so what it holds inline an idle connection holds too
+            // (1,000 idle connections: 34.5 MB -> 30.9 MB).
+            return Box::pin(self.serve(req, conn, None)).await;
         };
         let mut entry = Entry {
             time: crate::control::now_rfc3339(),
@@ -101,7 +104,7 @@ impl Proxy {
             bytes_out: 0,
             identity_source: None,
         };
-        let resp = self.serve(req, conn, Some(&mut entry)).await;
+        let resp = Box::pin(self.serve(req, conn, Some(&mut entry))).await;
         entry.status = resp.status().as_u16();
         resp.map(|body| log.wrap(body, entry))
     }
@@ -271,13 +274,76 @@ impl Proxy {
         carrier: Carrier,
         trace: &mut Trace,
     ) -> Outcome {
-        let watch = (!body.is_end_stream()).then(|| BodyWatch::new(body));
+        let first = pool.pick(None);
+        trace.endpoint = Some(first);
         // Only a request without a body takes the direct path: a streamed request body (its
         // stall and abort watch, its retry rules) stays with hyper's client.
-        let carrier = match carrier {
-            Carrier::Direct if watch.is_some() => Carrier::H1,
-            c => c,
-        };
+        let direct = carrier == Carrier::Direct && body.is_end_stream();
+        if !(direct && self.goes_direct(pool, first, &parts)) {
+            // Boxed: the common path's future (kept by hyper for the connection's whole life)
+            // stays small.
+            let carrier = match carrier {
+                Carrier::Direct => Carrier::H1,
+                c => c,
+            };
+            return Box::pin(self.forward_hyper(table, pool, first, parts, body, carrier, trace))
+                .await;
+        }
+        let result = self.attempt_direct(table, pool, first, &parts).await;
+        if !matches!(result, Err((ExchangeError::Connect, _))) || pool.endpoints.len() == 1 {
+            return result;
+        }
+        // Nothing was sent: the other endpoint gets the same parts, no copy needed.
+        let second = pool.pick(Some(first));
+        trace.endpoint = Some(second);
+        if self.goes_direct(pool, second, &parts) {
+            return self.attempt_direct(table, pool, second, &parts).await;
+        }
+        let attempt = self.attempt(table, pool, second, parts, None, Carrier::H1);
+        Box::pin(attempt).await
+    }
+
+    fn goes_direct(&self, pool: &Pool, i: usize, parts: &http::request::Parts) -> bool {
+        DirectClient::serves(&parts.method, &pool.endpoints[i].config.scheme)
+    }
+
+    async fn attempt_direct(
+        &self,
+        table: &RoutingTable,
+        pool: &Pool,
+        i: usize,
+        parts: &http::request::Parts,
+    ) -> Outcome {
+        let endpoint = &pool.endpoints[i].config;
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let started = Instant::now();
+        let pending =
+            self.direct
+                .request(&endpoint.authority, &parts.method, target, &parts.headers);
+        let deadline = started + table.config.timeouts.request;
+        match tokio::time::timeout_at(deadline.into(), pending).await {
+            Ok(Ok(resp)) => {
+                pool.mark_ok(i);
+                Ok((resp.map(ProxyBody::Direct), started.elapsed()))
+            }
+            Ok(Err(f)) => Err(self.failed(pool, i, f.kind, &f.detail, started.elapsed())),
+            Err(_) => Err(self.timed_out(pool, started)),
+        }
+    }
+
+    /// `forward` through hyper's clients: requests with a body, upgrades, gRPC, `https://`.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_hyper(
+        &self,
+        table: &RoutingTable,
+        pool: &Pool,
+        first: usize,
+        parts: http::request::Parts,
+        body: Incoming,
+        carrier: Carrier,
+        trace: &mut Trace,
+    ) -> Outcome {
+        let watch = (!body.is_end_stream()).then(|| BodyWatch::new(body));
         let can_retry = pool.endpoints.len() > 1;
         // Kept only where a retry is possible: a clone per request is not free.
         let spare = can_retry.then(|| {
@@ -287,8 +353,6 @@ impl Proxy {
                 parts.headers.clone(),
             )
         });
-        let first = pool.pick(None);
-        trace.endpoint = Some(first);
         let result = self
             .attempt(table, pool, first, parts, watch.as_ref(), carrier)
             .await;
@@ -322,21 +386,6 @@ impl Proxy {
     ) -> Outcome {
         let endpoint = &pool.endpoints[i].config;
         let timeout = table.config.timeouts.request;
-        if carrier == Carrier::Direct && DirectClient::serves(&parts.method, &endpoint.scheme) {
-            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let started = Instant::now();
-            let pending =
-                self.direct
-                    .request(&endpoint.authority, &parts.method, target, &parts.headers);
-            return match tokio::time::timeout_at((started + timeout).into(), pending).await {
-                Ok(Ok(resp)) => {
-                    pool.mark_ok(i);
-                    Ok((resp.map(ProxyBody::Direct), started.elapsed()))
-                }
-                Ok(Err(f)) => Err(self.failed(pool, i, f.kind, &f.detail, started.elapsed())),
-                Err(_) => Err(self.timed_out(pool, started)),
-            };
-        }
         // The target is reused as it came (its bytes are shared, not copied); only the scheme and
         // authority change to the endpoint's.
         let mut target = std::mem::take(&mut parts.uri).into_parts();

@@ -172,11 +172,12 @@ impl DirectClient {
                 Ok(done) => done,
                 Err(Sent::Nothing(e)) if idempotent => {
                     tracing::trace!(error = %e, "pooled upstream connection was closed; retrying on a new one");
-                    self.fresh(authority, &head, head_request).await?
+                    Box::pin(self.fresh(authority, &head, head_request)).await?
                 }
                 Err(e) => return Err(e.into_failure()),
             },
-            None => self.fresh(authority, &head, head_request).await?,
+            // Boxed: connecting (name lookup included) is rare, and its future is large.
+            None => Box::pin(self.fresh(authority, &head, head_request)).await?,
         };
         let home = parsed.keep_alive.then(|| Home {
             idle: self.idle.clone(),

@@ -107,7 +107,8 @@ async fn sighup_and_a_file_change_reload_and_the_ramp_stays_monotonic() {
     let at60 = wait_for_share(&proxy, 180, 400).await;
     assert!(
         at60.iter().filter(|c| **c).count() > 180,
-        "the file change was applied"
+        "the file change was applied; the proxy's log:\n{}",
+        proxy.logs()
     );
     assert!(at25.iter().zip(&at60).all(|(a, b)| !a || *b));
 
