@@ -16,6 +16,7 @@ pub mod conn;
 pub mod control;
 pub mod demo;
 pub mod direct;
+pub mod drain;
 pub mod error;
 pub mod fleet;
 pub mod headers;

@@ -198,8 +198,19 @@ async fn slowloris_and_slow_post_are_cut_off_while_others_are_served() {
         "cut off by the timeouts, not the test's limit"
     );
     // A connection that never sends a byte is closed too (silently).
+    let quiet_since = Instant::now();
     let silent = raw(proxy.addr, b"", Duration::from_secs(5)).await;
     assert_eq!(silent, "");
+    assert!(
+        quiet_since.elapsed() < Duration::from_secs(2),
+        "closed at the head's allowance: {:?}",
+        quiet_since.elapsed()
+    );
+    // So is one that starts HTTP/2's preface and stops.
+    let quiet_since = Instant::now();
+    let half_preface = raw(proxy.addr, b"PRI * HTTP/2.0\r\n", Duration::from_secs(5)).await;
+    assert_eq!(half_preface, "");
+    assert!(quiet_since.elapsed() < Duration::from_secs(2));
     let m = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
     assert!(
         m.contains(r#"canary_rejected_total{reason="header_timeout"} 1"#),
