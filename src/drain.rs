@@ -5,9 +5,13 @@
 //! hyper-util's `GracefulShutdown` does the same but cannot watch hyper's own HTTP/1
 //! connection with upgrades, which the server uses for plain connections (see `server::sniff`).
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
 
 use http_body::Body;
 use hyper::body::Incoming;
@@ -65,20 +69,35 @@ where
     }
 }
 
+/// What the accept loop and its connections share.
+#[derive(Default)]
+struct Shared {
+    draining: AtomicBool,
+    /// Each live connection's task, woken once when the drain begins. Registered once per
+    /// connection rather than re-armed at every poll: a request's polls pay one atomic load.
+    wakers: Mutex<HashMap<u64, Waker>>,
+    next: AtomicU64,
+}
+
 /// Held by the accept loop: starts the drain and waits for it.
 pub struct Drainer {
-    tx: watch::Sender<bool>,
+    shared: Arc<Shared>,
+    /// Never sent on: its receivers are held by live connections, so `closed` tells when the
+    /// last has ended.
+    alive: watch::Sender<()>,
 }
 
 /// Held by each connection's task until the connection ends.
 pub struct Watch {
-    rx: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+    _alive: watch::Receiver<()>,
 }
 
 impl Default for Drainer {
     fn default() -> Self {
         Drainer {
-            tx: watch::channel(false).0,
+            shared: Arc::default(),
+            alive: watch::channel(()).0,
         }
     }
 }
@@ -86,27 +105,67 @@ impl Default for Drainer {
 impl Drainer {
     pub fn watch(&self) -> Watch {
         Watch {
-            rx: self.tx.subscribe(),
+            shared: self.shared.clone(),
+            _alive: self.alive.subscribe(),
         }
     }
 
     /// Tells every connection to drain; resolves once all have ended.
     pub async fn drain(&self) {
-        self.tx.send_replace(true);
-        self.tx.closed().await;
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let wakers: Vec<Waker> = match self.shared.wakers.lock() {
+            Ok(mut w) => w.drain().map(|(_, w)| w).collect(),
+            Err(_) => Vec::new(),
+        };
+        wakers.into_iter().for_each(Waker::wake);
+        self.alive.closed().await;
+    }
+}
+
+/// Takes a connection's waker out of the registry when the connection ends (or is dropped).
+struct Registered<'a> {
+    shared: &'a Shared,
+    key: Option<u64>,
+}
+
+impl Registered<'_> {
+    fn register(&mut self, waker: &Waker) {
+        let key = self.shared.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut w) = self.shared.wakers.lock() {
+            w.insert(key, waker.clone());
+            self.key = Some(key);
+        }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let (Some(key), Ok(mut w)) = (self.key, self.shared.wakers.lock()) {
+            w.remove(&key);
+        }
     }
 }
 
 impl Watch {
     /// Runs `conn` to its end, draining it once the drain begins.
-    pub async fn run<C: Drain>(mut self, conn: C) -> C::Output {
+    pub async fn run<C: Drain>(self, conn: C) -> C::Output {
         let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            biased;
-            out = conn.as_mut() => return out,
-            _ = self.rx.wait_for(|draining| *draining) => {}
-        }
-        conn.as_mut().drain();
-        conn.await
+        let mut registered = Registered {
+            shared: &self.shared,
+            key: None,
+        };
+        let mut drained = false;
+        std::future::poll_fn(|cx| {
+            if registered.key.is_none() {
+                registered.register(cx.waker());
+            }
+            // After registering: a drain that began before it is seen here.
+            if !drained && self.shared.draining.load(Ordering::SeqCst) {
+                drained = true;
+                conn.as_mut().drain();
+            }
+            conn.as_mut().poll(cx)
+        })
+        .await
     }
 }

@@ -317,9 +317,13 @@ impl Proxy {
         let endpoint = &pool.endpoints[i].config;
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let started = Instant::now();
-        let pending =
-            self.direct
-                .request(&endpoint.authority, &parts.method, target, &parts.headers);
+        let pending = self.direct.request(
+            &endpoint.authority,
+            &parts.method,
+            target,
+            &parts.headers,
+            started,
+        );
         let deadline = started + table.config.timeouts.request;
         match tokio::time::timeout_at(deadline.into(), pending).await {
             Ok(Ok(resp)) => {

@@ -64,11 +64,12 @@ pub struct IdleSet {
 }
 
 impl IdleSet {
-    fn checkout(&self, authority: &Authority) -> Option<Conn> {
+    /// `now`: the exchange's start (one clock read per request serves all of its timing).
+    fn checkout(&self, authority: &Authority, now: Instant) -> Option<Conn> {
         let mut slots = self.slots.lock().ok()?;
         let (_, conns) = slots.iter_mut().find(|(a, _)| a == authority)?;
         let (conn, since) = conns.pop()?;
-        if since.elapsed() >= self.timeout {
+        if now.saturating_duration_since(since) >= self.timeout {
             // The newest is stale, so are the older ones.
             conns.clear();
             return None;
@@ -76,19 +77,20 @@ impl IdleSet {
         Some(conn)
     }
 
-    fn checkin(&self, authority: &Authority, mut conn: Conn) {
+    /// `now`: when the exchange that used `conn` started, early by its duration: an idle
+    /// connection is closed a little early rather than late.
+    fn checkin(&self, authority: &Authority, mut conn: Conn, now: Instant) {
         if conn.buf.capacity() > KEEP_BUF {
             conn.buf = BytesMut::new();
         }
         let Ok(mut slots) = self.slots.lock() else {
             return;
         };
-        let now = Instant::now();
         // Close what has idled out, oldest first, here rather than on a timer.
         for (_, conns) in slots.iter_mut() {
             let stale = conns
                 .iter()
-                .take_while(|(_, since)| now.duration_since(*since) >= self.timeout)
+                .take_while(|(_, since)| now.saturating_duration_since(*since) >= self.timeout)
                 .count();
             conns.drain(..stale);
         }
@@ -104,11 +106,12 @@ impl IdleSet {
 pub struct Home {
     idle: Arc<IdleSet>,
     authority: Authority,
+    started: Instant,
 }
 
 impl Home {
     fn put(self, conn: Conn) {
-        self.idle.checkin(&self.authority, conn);
+        self.idle.checkin(&self.authority, conn, self.started);
     }
 }
 
@@ -147,6 +150,7 @@ impl DirectClient {
         method: &Method,
         target: &str,
         headers: &HeaderMap,
+        started: Instant,
     ) -> Result<Response<DirectBody>, Failure> {
         let mut head = Vec::with_capacity(256 + headers.len() * 48);
         codec::write_head(&mut head, method, target, headers, authority.as_str());
@@ -160,7 +164,7 @@ impl DirectClient {
                 | Method::DELETE
         );
         let head_request = *method == Method::HEAD;
-        let mut pooled = self.idle.checkout(authority);
+        let mut pooled = self.idle.checkout(authority, started);
         if !idempotent {
             pooled = match pooled {
                 Some(c) => still_open(c).await,
@@ -182,6 +186,7 @@ impl DirectClient {
         let home = parsed.keep_alive.then(|| Home {
             idle: self.idle.clone(),
             authority: authority.clone(),
+            started,
         });
         let mut resp = Response::new(DirectBody::new(conn, parsed.framing, home));
         *resp.status_mut() = parsed.status;
