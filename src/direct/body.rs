@@ -9,7 +9,8 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::codec::{Chunked, Framing, Invalid, Step};
+use super::chunked::{Chunked, Step};
+use super::codec::{Framing, Invalid};
 use super::{Conn, Home};
 
 /// Bigger reads for bigger bodies, within what a pooled connection may keep.

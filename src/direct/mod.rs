@@ -9,6 +9,7 @@
 //! with a body, upgrades, gRPC and `https://` endpoints keep hyper's client (see `upstream`).
 
 mod body;
+pub mod chunked;
 pub mod codec;
 
 use std::io;

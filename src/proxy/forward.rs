@@ -1,0 +1,251 @@
+//! Forwarding one request to an endpoint of its pool: which client carries it (the direct
+//! path, or hyper's HTTP/1.1 or HTTP/2 client), the one retry of a refused connect on another
+//! endpoint, the request timeout, and how a failed attempt is counted.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response, Uri, Version};
+use hyper::body::{Body, Incoming};
+
+use super::{Proxy, Trace};
+use crate::body::{BodyWatch, ProxyBody, UpstreamBody};
+use crate::direct::DirectClient;
+use crate::error::{Blame, ExchangeError};
+use crate::routing::RoutingTable;
+use crate::upstream::Pool;
+
+/// Which client carries an exchange upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Carrier {
+    /// hyper's HTTP/1.1 client: requests with a body, upgrades, `https://` endpoints.
+    H1,
+    /// hyper's HTTP/2 client: gRPC.
+    H2,
+    /// Our own HTTP/1.1 path, where the request and endpoint allow it (`direct`).
+    Direct,
+}
+
+/// An attempt's response and latency, or why it failed and after how long.
+pub(super) type Outcome =
+    Result<(Response<ProxyBody>, std::time::Duration), (ExchangeError, std::time::Duration)>;
+
+impl Proxy {
+    /// Sends the request to an endpoint of `pool`; a refused connect is retried once on another
+    /// endpoint of the same pool, but only while no byte of the body has been sent.
+    pub(super) async fn forward(
+        &self,
+        table: &RoutingTable,
+        pool: &Pool,
+        parts: http::request::Parts,
+        body: Incoming,
+        carrier: Carrier,
+        trace: &mut Trace,
+    ) -> Outcome {
+        let first = pool.pick(None);
+        trace.endpoint = Some(first);
+        // Only a request without a body takes the direct path: a streamed request body (its
+        // stall and abort watch, its retry rules) stays with hyper's client.
+        let direct = carrier == Carrier::Direct && body.is_end_stream();
+        if !(direct && self.goes_direct(pool, first, &parts)) {
+            // Boxed: the common path's future (kept by hyper for the connection's whole life)
+            // stays small.
+            let carrier = match carrier {
+                Carrier::Direct => Carrier::H1,
+                c => c,
+            };
+            return Box::pin(self.forward_hyper(table, pool, first, parts, body, carrier, trace))
+                .await;
+        }
+        let result = self.attempt_direct(table, pool, first, &parts).await;
+        if !matches!(result, Err((ExchangeError::Connect, _))) || pool.endpoints.len() == 1 {
+            return result;
+        }
+        // Nothing was sent: the other endpoint gets the same parts, no copy needed.
+        let second = pool.pick(Some(first));
+        trace.endpoint = Some(second);
+        if self.goes_direct(pool, second, &parts) {
+            return self.attempt_direct(table, pool, second, &parts).await;
+        }
+        let attempt = self.attempt(table, pool, second, parts, None, Carrier::H1);
+        Box::pin(attempt).await
+    }
+
+    fn goes_direct(&self, pool: &Pool, i: usize, parts: &http::request::Parts) -> bool {
+        DirectClient::serves(&parts.method, &pool.endpoints[i].config.scheme)
+    }
+
+    async fn attempt_direct(
+        &self,
+        table: &RoutingTable,
+        pool: &Pool,
+        i: usize,
+        parts: &http::request::Parts,
+    ) -> Outcome {
+        let endpoint = &pool.endpoints[i].config;
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let started = Instant::now();
+        let pending = self.direct.request(
+            &endpoint.authority,
+            &parts.method,
+            target,
+            &parts.headers,
+            started,
+        );
+        let deadline = started + table.config.timeouts.request;
+        match tokio::time::timeout_at(deadline.into(), pending).await {
+            Ok(Ok(resp)) => {
+                pool.mark_ok(i);
+                Ok((resp.map(ProxyBody::Direct), started.elapsed()))
+            }
+            Ok(Err(f)) => Err(self.failed(pool, i, f.kind, &f.detail, started.elapsed())),
+            Err(_) => Err(self.timed_out(pool, started)),
+        }
+    }
+
+    /// `forward` through hyper's clients: requests with a body, upgrades, gRPC, `https://`.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_hyper(
+        &self,
+        table: &RoutingTable,
+        pool: &Pool,
+        first: usize,
+        parts: http::request::Parts,
+        body: Incoming,
+        carrier: Carrier,
+        trace: &mut Trace,
+    ) -> Outcome {
+        let watch = (!body.is_end_stream()).then(|| BodyWatch::new(body));
+        let can_retry = pool.endpoints.len() > 1;
+        // Kept only where a retry is possible: a clone per request is not free.
+        let spare = can_retry.then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
+        let result = self
+            .attempt(table, pool, first, parts, watch.as_ref(), carrier)
+            .await;
+        let result = match (result, spare) {
+            (Err((ExchangeError::Connect, _)), Some((method, uri, headers)))
+                if watch.as_ref().is_none_or(|w| w.untouched()) =>
+            {
+                let mut parts = Request::new(()).into_parts().0;
+                parts.method = method;
+                parts.uri = uri;
+                parts.headers = headers;
+                let second = pool.pick(Some(first));
+                trace.endpoint = Some(second);
+                self.attempt(table, pool, second, parts, watch.as_ref(), carrier)
+                    .await
+            }
+            (result, _) => result,
+        };
+        trace.bytes_in = watch.map_or(0, |w| w.bytes_in());
+        result
+    }
+
+    async fn attempt(
+        &self,
+        table: &RoutingTable,
+        pool: &Pool,
+        i: usize,
+        mut parts: http::request::Parts,
+        watch: Option<&Arc<BodyWatch>>,
+        carrier: Carrier,
+    ) -> Outcome {
+        let endpoint = &pool.endpoints[i].config;
+        let timeout = table.config.timeouts.request;
+        // The target is reused as it came (its bytes are shared, not copied); only the scheme and
+        // authority change to the endpoint's.
+        let mut target = std::mem::take(&mut parts.uri).into_parts();
+        target.scheme = Some(endpoint.scheme.clone());
+        target.authority = Some(endpoint.authority.clone());
+        if target.path_and_query.is_none() {
+            target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = match Uri::from_parts(target) {
+            Ok(u) => u,
+            Err(_) => return Err((ExchangeError::Protocol, std::time::Duration::ZERO)),
+        };
+        // gRPC goes over HTTP/2 (h2c): it needs trailers and streams; the rest over HTTP/1.1.
+        let grpc = carrier == Carrier::H2;
+        parts.version = if grpc {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let client = if grpc { &self.h2_client } else { &self.client };
+        let body = match watch {
+            Some(w) => UpstreamBody::watched(w, table.config.timeouts.body_read),
+            None => UpstreamBody::Empty,
+        };
+        let req = Request::from_parts(parts, body);
+        let started = Instant::now();
+        let mut pending = std::pin::pin!(client.request(req));
+
+        // The request timeout and the latency start once the body is handed over in full.
+        if let Some(w) = watch {
+            tokio::select! {
+                biased;
+                r = &mut pending => return self.settle(pool, i, r, w.sent_at().unwrap_or(started), Some(w)),
+                _ = w.finished() => {}
+            }
+        }
+        let sent = watch.and_then(|w| w.sent_at()).unwrap_or(started);
+        match tokio::time::timeout_at((sent + timeout).into(), pending).await {
+            Ok(r) => self.settle(pool, i, r, sent, watch),
+            Err(_) => Err(self.timed_out(pool, sent)),
+        }
+    }
+
+    fn timed_out(&self, pool: &Pool, sent: Instant) -> (ExchangeError, std::time::Duration) {
+        self.metrics
+            .upstream_failure(pool.cohort.as_str(), ExchangeError::Timeout.kind());
+        (ExchangeError::Timeout, sent.elapsed())
+    }
+
+    /// Counts a failed attempt where it belongs: a refused connect backs the endpoint off, an
+    /// upstream's failure is the cohort's.
+    fn failed(
+        &self,
+        pool: &Pool,
+        i: usize,
+        err: ExchangeError,
+        detail: &dyn std::fmt::Display,
+        latency: std::time::Duration,
+    ) -> (ExchangeError, std::time::Duration) {
+        if err == ExchangeError::Connect {
+            pool.mark_failed(i);
+        }
+        if err.blame() == Blame::Upstream {
+            self.metrics
+                .upstream_failure(pool.cohort.as_str(), err.kind());
+        }
+        tracing::debug!(cohort = %pool.cohort, endpoint = pool.endpoints[i].url(), error = %detail, "upstream attempt failed");
+        (err, latency)
+    }
+
+    fn settle(
+        &self,
+        pool: &Pool,
+        i: usize,
+        r: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+        sent: Instant,
+        watch: Option<&Arc<BodyWatch>>,
+    ) -> Outcome {
+        let latency = sent.elapsed();
+        match r {
+            Ok(resp) => {
+                pool.mark_ok(i);
+                Ok((resp.map(ProxyBody::Upstream), latency))
+            }
+            Err(e) => {
+                let err = ExchangeError::classify(&e, watch.and_then(|w| w.client_failed()));
+                Err(self.failed(pool, i, err, &e, latency))
+            }
+        }
+    }
+}
