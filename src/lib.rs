@@ -22,6 +22,7 @@ pub mod fleet;
 pub mod headers;
 pub mod histogram;
 pub mod identity;
+pub mod ip_text;
 pub mod judge;
 pub mod judgement;
 pub mod metrics;

@@ -48,8 +48,29 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
     let path = dir.path().join("canary.toml");
     write(&path, &s, &k, 0.0, "drain = \"10s\"");
     let mut proxy = spawn_binary(&path, &[]);
-    let url = proxy.url("/sleep/1500");
-    let slow = tokio::spawn(async move { get(&client(), &url, &[]).await });
+    // Both clients outlive the drain: their keep-alive connections stay open unless the proxy
+    // closes them, so a drain that skipped one would run to its 10 s limit.
+    let (h1, h2) = (client(), h2_client());
+    let (url, c) = (proxy.url("/sleep/1500"), h1.clone());
+    let slow = tokio::spawn(async move { get(&c, &url, &[]).await });
+    // The same over h2c (prior knowledge): an HTTP/2 connection drains too.
+    let (url, c) = (proxy.url("/sleep/1500"), h2.clone());
+    let slow_h2 = tokio::spawn(async move {
+        let resp = c
+            .request(
+                http::Request::get(url)
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .expect("the proxy answers over h2c");
+        let status = resp.status().as_u16();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .expect("whole body")
+            .to_bytes();
+        (status, body)
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let signalled = Instant::now();
     proxy.signal("TERM");
@@ -60,6 +81,9 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
     );
     let got = slow.await.unwrap();
     assert_eq!(got.status, 200, "the in-flight request completed");
+    let (status, body) = slow_h2.await.unwrap();
+    assert_eq!(status, 200, "the in-flight h2c request completed");
+    assert_eq!(&body[..], b"stable");
     assert_eq!(got.body, "stable");
     let status = tokio::task::spawn_blocking(move || {
         let s = proxy.child.wait().unwrap();
@@ -72,6 +96,7 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
         signalled.elapsed() < Duration::from_secs(5),
         "exits once drained, not at the drain limit"
     );
+    drop((h1, h2));
     assert!(
         std::fs::read_to_string(dir.path().join("canary-state.json"))
             .unwrap()
