@@ -240,7 +240,11 @@ fn codec(c: &mut Criterion) {
     c.bench_function("direct: parse a response head (8 fields)", |b| {
         b.iter(|| {
             let mut buf = bytes::BytesMut::from(black_box(answer));
-            parse_head(&mut buf, false).unwrap().unwrap().headers.len()
+            parse_head(&mut buf, false, false)
+                .unwrap()
+                .unwrap()
+                .headers
+                .len()
         })
     });
 }

@@ -152,6 +152,10 @@ pub struct Logged {
 }
 
 impl Logged {
+    pub fn inner(&self) -> &ProxyBody {
+        &self.inner
+    }
+
     fn finish(&mut self) {
         if let Some(e) = self.entry.take() {
             self.log.send(e);

@@ -8,11 +8,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::body::ProxyBody;
+use crate::body::{ClientBody, ProxyBody};
 use crate::control::{Control, ControlError, Transition};
 use crate::proxy::Conn;
 use crate::report;
@@ -45,7 +44,7 @@ pub struct Admin {
 }
 
 impl Handler for Admin {
-    async fn call(self: &Arc<Self>, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+    async fn call(self: &Arc<Self>, req: Request<ClientBody>, conn: Conn) -> Response<ProxyBody> {
         let path = req.uri().path().to_string();
         let Some(&(_, allowed)) = ENDPOINTS.iter().find(|(p, _)| *p == path) else {
             return error(StatusCode::NOT_FOUND, &format!("no endpoint {path}"));
@@ -162,7 +161,7 @@ impl Admin {
         }
     }
 
-    fn authorised(&self, req: &Request<Incoming>) -> bool {
+    fn authorised(&self, req: &Request<ClientBody>) -> bool {
         let table = self.control.router.load();
         let Some(token) = table.config.admin.token.as_deref() else {
             return true;
@@ -187,7 +186,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// An empty body or a JSON object.
-async fn read_object(req: Request<Incoming>) -> Result<serde_json::Map<String, Value>, String> {
+async fn read_object(req: Request<ClientBody>) -> Result<serde_json::Map<String, Value>, String> {
     let bytes = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await

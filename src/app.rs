@@ -55,7 +55,7 @@ pub struct App {
 impl Handler for Proxy {
     async fn call(
         self: &Arc<Self>,
-        req: http::Request<hyper::body::Incoming>,
+        req: http::Request<crate::body::ClientBody>,
         conn: Conn,
     ) -> http::Response<crate::body::ProxyBody> {
         self.handle(req, conn).await

@@ -39,6 +39,16 @@ impl ProxyBody {
     pub fn empty() -> Self {
         ProxyBody::Full(None)
     }
+
+    /// The upstream's response head as it came, when the direct path kept it for our own HTTP/1
+    /// server to write on: the response's header map then holds only what the proxy added.
+    pub fn raw_head(&self) -> Option<&Bytes> {
+        match self {
+            ProxyBody::Direct(b) => b.raw_head(),
+            ProxyBody::Logged(l) => l.inner().raw_head(),
+            _ => None,
+        }
+    }
 }
 
 impl Body for ProxyBody {
@@ -73,6 +83,54 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Logged(l) => l.size_hint(),
+        }
+    }
+}
+
+/// A request body as a server hands it to the handler.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// From hyper's server: HTTP/2, TLS, and HTTP/1 requests with a body or an upgrade.
+    Hyper(Incoming),
+    /// From our own HTTP/1 server (`h1`), which takes only requests without a body.
+    Empty,
+}
+
+impl ClientBody {
+    /// hyper's stream, when there is one with something in it.
+    pub fn into_stream(self) -> Option<Incoming> {
+        match self {
+            ClientBody::Hyper(b) if !b.is_end_stream() => Some(b),
+            _ => None,
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::Empty => SizeHint::with_exact(0),
         }
     }
 }

@@ -148,7 +148,7 @@ impl Drop for Registered<'_> {
 
 impl Watch {
     /// Runs `conn` to its end, draining it once the drain begins.
-    pub async fn run<C: Drain>(self, conn: C) -> C::Output {
+    pub async fn run<C: Drain>(&self, conn: C) -> C::Output {
         let mut conn = std::pin::pin!(conn);
         let mut registered = Registered {
             shared: &self.shared,

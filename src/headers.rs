@@ -7,7 +7,7 @@ use http::header::{
 };
 use http::header::{PROXY_AUTHENTICATE, PROXY_AUTHORIZATION};
 
-use crate::identity::{IpText, X_FORWARDED_FOR};
+use crate::identity::X_FORWARDED_FOR;
 
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -27,6 +27,15 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     PROXY_AUTHENTICATE,
     PROXY_AUTHORIZATION,
 ];
+
+/// Whether `name` (any case) is hop-by-hop by itself (`Connection` included; not the names a
+/// `Connection` header lists).
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(CONNECTION.as_str().as_bytes())
+        || HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
+}
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and every header `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -70,8 +79,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// What the forwarded headers need to know about this hop.
 pub struct Hop<'a> {
-    /// The peer's address as text (formatted once per request, shared with identity).
-    pub peer: &'a IpText,
+    /// The peer's address as a header value (made once per connection).
+    pub peer: &'a HeaderValue,
     pub peer_trusted: bool,
     pub tls: bool,
     /// The request's authority when it came as an HTTP/2 `:authority` or absolute URI.
@@ -83,7 +92,7 @@ pub struct Hop<'a> {
 pub fn to_upstream(headers: &mut HeaderMap, hop: &Hop<'_>) {
     let peer = hop.peer;
     let xff = match headers.get_all(X_FORWARDED_FOR).iter().count() {
-        0 => HeaderValue::from_bytes(peer.as_bytes()),
+        0 => Ok(peer.clone()),
         _ => {
             let mut joined = Vec::with_capacity(64);
             for v in headers.get_all(X_FORWARDED_FOR) {
@@ -152,7 +161,7 @@ mod tests {
         h.insert(X_FORWARDED_PROTO, "https".parse().unwrap());
         h.insert(HOST, "shop.example".parse().unwrap());
         let cohort = HeaderValue::from_static("canary");
-        let peer = IpText::new("10.0.0.9".parse().unwrap());
+        let peer = HeaderValue::from_static("10.0.0.9");
         let hop = Hop {
             peer: &peer,
             peer_trusted: false,

@@ -19,6 +19,7 @@ pub mod direct;
 pub mod drain;
 pub mod error;
 pub mod fleet;
+pub mod h1;
 pub mod headers;
 pub mod histogram;
 pub mod identity;

@@ -4,20 +4,21 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::body::ProxyBody;
+use crate::body::{ClientBody, ProxyBody};
 use crate::conn::{ConnState, GuardedIo, InflightGuard};
 use crate::drain::{Drainer, Watch};
+use crate::h1;
 use crate::metrics::Metrics;
 use crate::proxy::Conn;
 
@@ -25,7 +26,7 @@ use crate::proxy::Conn;
 pub trait Handler: Send + Sync + 'static {
     fn call(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         conn: Conn,
     ) -> impl Future<Output = Response<ProxyBody>> + Send;
 }
@@ -149,6 +150,8 @@ struct Shared<H> {
     header_read: Duration,
     idle: Duration,
     write_stall: Duration,
+    /// The longest request head our own HTTP/1 server reads before leaving it to hyper.
+    max_head: usize,
 }
 
 pub async fn serve<H: Handler>(
@@ -176,6 +179,7 @@ pub async fn serve<H: Handler>(
         header_read: opts.header_read,
         idle: opts.idle,
         write_stall: opts.write_stall,
+        max_head: opts.max_head_bytes.max(8192),
     });
     let drainer = Drainer::default();
     let slots = opts.slots.clone();
@@ -208,7 +212,7 @@ pub async fn serve<H: Handler>(
                     // `GuardedIo` closes one that says nothing after a request.
                     match tokio::time::timeout(shared.header_read, sniff(&stream)).await {
                         Ok(proto) => {
-                            let conn = Conn { peer, tls: false };
+                            let conn = Conn::new(peer, false);
                             connection(stream, conn, Some(proto), &shared, watch).await
                         }
                         Err(_) => tracing::debug!(%peer, "closed: nothing sent"),
@@ -219,7 +223,7 @@ pub async fn serve<H: Handler>(
                     let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
                     match tokio::time::timeout(shared.header_read, accept).await {
                         Ok(Ok(tls_stream)) => {
-                            let conn = Conn { peer, tls: true };
+                            let conn = Conn::new(peer, true);
                             connection(tls_stream, conn, None, &shared, watch).await
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -246,18 +250,20 @@ where
     H: Handler,
 {
     let state = ConnState::new(shared.metrics.clone());
-    let io = TokioIo::new(GuardedIo::new(
+    let io = GuardedIo::new(
         io,
         state.clone(),
         shared.header_read,
         shared.idle,
         shared.write_stall,
-    ));
+    );
     let handler = shared.handler.clone();
+    let (svc_state, svc_conn) = (state.clone(), conn.clone());
     let svc = service_fn(move |req| {
-        let (handler, guard, state) = (handler.clone(), state.begin(), state.clone());
+        let (handler, guard, state) = (handler.clone(), svc_state.begin(), svc_state.clone());
+        let conn = svc_conn.clone();
         async move {
-            let resp = handler.call(req, conn).await;
+            let resp = handler.call(req.map(ClientBody::Hyper), conn).await;
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 state.mark_upgraded();
             }
@@ -269,15 +275,36 @@ where
     });
     let served: Result<(), crate::body::BoxError> = match proto {
         Some(Proto::Http1) => {
-            let c = shared.http1.serve_connection(io, svc).with_upgrades();
-            watch.run(c).await.map_err(Into::into)
+            // Our own server first; hyper's takes over at the first request that is not ours.
+            let flag = AtomicBool::new(false);
+            let settings = h1::Settings {
+                max_head: shared.max_head,
+            };
+            let handler = shared.handler.clone();
+            let ours = Conn {
+                raw_heads: true,
+                ..conn.clone()
+            };
+            let serve = h1::serve(io, ours, state, handler, settings, &flag);
+            let serve = std::pin::pin!(serve);
+            match watch.run(h1::Draining { serve, flag: &flag }).await {
+                Ok(h1::Ended::Closed) => Ok(()),
+                Ok(h1::Ended::HandOver(io, first)) => {
+                    let io = TokioIo::new(h1::Rewind::new(io, first));
+                    let c = shared.http1.serve_connection(io, svc).with_upgrades();
+                    watch.run(c).await.map_err(Into::into)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Some(Proto::Http2) => watch
-            .run(shared.http2.serve_connection(io, svc))
+            .run(shared.http2.serve_connection(TokioIo::new(io), svc))
             .await
             .map_err(Into::into),
         None => {
-            let c = shared.builder.serve_connection_with_upgrades(io, svc);
+            let c = shared
+                .builder
+                .serve_connection_with_upgrades(TokioIo::new(io), svc);
             watch.run(c).await
         }
     };

@@ -22,6 +22,8 @@ pub struct DirectBody {
     conn: Option<Conn>,
     state: State,
     home: Option<Home>,
+    /// The response head as it came, when our own HTTP/1 server writes it on (`codec::Head::raw`).
+    raw_head: Option<Bytes>,
 }
 
 enum State {
@@ -42,7 +44,12 @@ pub enum BodyError {
 }
 
 impl DirectBody {
-    pub(super) fn new(conn: Conn, framing: Framing, home: Option<Home>) -> Self {
+    pub(super) fn new(
+        conn: Conn,
+        framing: Framing,
+        home: Option<Home>,
+        raw_head: Option<Bytes>,
+    ) -> Self {
         let state = match framing {
             Framing::Empty => State::Length(0),
             Framing::Length(n) => State::Length(n),
@@ -53,11 +60,17 @@ impl DirectBody {
             conn: Some(conn),
             state,
             home,
+            raw_head,
         };
         if matches!(body.state, State::Length(0)) {
             body.finish();
         }
         body
+    }
+
+    /// The response head's lines as the upstream sent them, when kept (`codec::Head::raw`).
+    pub fn raw_head(&self) -> Option<&Bytes> {
+        self.raw_head.as_ref()
     }
 
     /// The body ended: the connection goes home if it may carry another request and nothing

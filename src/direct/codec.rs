@@ -2,8 +2,8 @@
 //! parse (with `httparse`, sharing the read buffer's bytes rather than copying them), and how
 //! the body that follows is framed (RFC 9112 §6.3; the chunked decoder is `chunked.rs`).
 
-use bytes::{Buf, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 /// As many response headers as hyper's client takes by default.
@@ -31,7 +31,11 @@ pub enum Framing {
 #[derive(Debug)]
 pub struct Head {
     pub status: StatusCode,
+    /// Empty when the head is kept `raw`.
     pub headers: HeaderMap,
+    /// The head as it came (status line and header lines), when asked for `raw`: our own
+    /// HTTP/1 server writes its lines on without a header map in between.
+    pub raw: Option<Bytes>,
     pub framing: Framing,
     /// Whether the connection may carry another request once the body is read.
     pub keep_alive: bool,
@@ -65,8 +69,13 @@ pub fn write_head(
 }
 
 /// Parses one response head off the front of `buf`. `Ok(None)`: more bytes are needed.
-/// Interim (1xx) heads are consumed and skipped: the caller never sees them.
-pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Invalid> {
+/// Interim (1xx) heads are consumed and skipped: the caller never sees them. `raw`: the
+/// headers are checked and read for framing but not put in a map (`Head::raw`).
+pub fn parse_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+    raw: bool,
+) -> Result<Option<Head>, Invalid> {
     loop {
         // Where each header's name and value sit in the buffer, so the values can share it.
         let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
@@ -110,30 +119,28 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
             continue;
         }
         let bytes = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
+        let mut headers = if raw {
+            HeaderMap::new()
+        } else {
+            HeaderMap::with_capacity(count)
+        };
         let mut close = version == 0;
         let mut length: Option<u64> = None;
         let mut transfer: Option<bool> = None; // Some(chunked last)
         for &(n0, n1, v0, v1) in &spans[..count] {
             let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
-            let name = HeaderName::from_bytes(&bytes[n0..n1]).map_err(|_| Invalid("bad name"))?;
-            let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1))
-                .map_err(|_| Invalid("bad value"))?;
-            if name == CONTENT_LENGTH {
-                let n = content_length(value.as_bytes()).ok_or(Invalid("bad content-length"))?;
+            let (name, value) = (&bytes[n0..n1], &bytes[v0..v1]);
+            if name.eq_ignore_ascii_case(b"content-length") {
+                let n = content_length(value).ok_or(Invalid("bad content-length"))?;
                 if length.is_some_and(|l| l != n) {
                     return Err(Invalid("conflicting content-length"));
                 }
                 length = Some(n);
-            } else if name == TRANSFER_ENCODING {
-                let last = value
-                    .as_bytes()
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .unwrap_or(b"");
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                let last = value.rsplit(|&b| b == b',').next().unwrap_or(b"");
                 transfer = Some(trim(last).eq_ignore_ascii_case(b"chunked"));
-            } else if name == CONNECTION {
-                let v = value.as_bytes();
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                let v = value;
                 if v.split(|&b| b == b',')
                     .any(|t| trim(t).eq_ignore_ascii_case(b"close"))
                 {
@@ -146,7 +153,12 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
                     close = false;
                 }
             }
-            headers.append(name, value);
+            if !raw {
+                let name = HeaderName::from_bytes(name).map_err(|_| Invalid("bad name"))?;
+                let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1))
+                    .map_err(|_| Invalid("bad value"))?;
+                headers.append(name, value);
+            }
         }
         let framing = if head_request
             || status == StatusCode::NO_CONTENT
@@ -173,6 +185,7 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         return Ok(Some(Head {
             status,
             headers,
+            raw: raw.then_some(bytes),
             framing,
             keep_alive: !close && framing != Framing::Close,
         }));
@@ -205,7 +218,7 @@ mod tests {
     use super::*;
 
     fn head(raw: &[u8], head_request: bool) -> Result<Option<Head>, Invalid> {
-        parse_head(&mut BytesMut::from(raw), head_request)
+        parse_head(&mut BytesMut::from(raw), head_request, false)
     }
 
     #[test]
@@ -257,7 +270,7 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"[..],
         );
-        let h = parse_head(&mut buf, false).unwrap().unwrap();
+        let h = parse_head(&mut buf, false, false).unwrap().unwrap();
         assert_eq!(h.status, 201);
         assert!(buf.is_empty());
         assert!(head(

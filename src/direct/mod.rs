@@ -152,9 +152,10 @@ impl DirectClient {
         target: &str,
         headers: &HeaderMap,
         started: Instant,
+        raw: bool,
     ) -> Result<Response<DirectBody>, Failure> {
-        let mut head = Vec::with_capacity(256 + headers.len() * 48);
-        codec::write_head(&mut head, method, target, headers, authority.as_str());
+        let mut head = HeadBuf::take();
+        codec::write_head(&mut head.0, method, target, headers, authority.as_str());
         let idempotent = matches!(
             *method,
             Method::GET
@@ -164,7 +165,10 @@ impl DirectClient {
                 | Method::PUT
                 | Method::DELETE
         );
-        let head_request = *method == Method::HEAD;
+        let want = Want {
+            head_request: *method == Method::HEAD,
+            raw,
+        };
         let mut pooled = self.idle.checkout(authority, started);
         if !idempotent {
             pooled = match pooled {
@@ -173,23 +177,23 @@ impl DirectClient {
             };
         }
         let (conn, parsed) = match pooled {
-            Some(conn) => match exchange(conn, &head, head_request).await {
+            Some(conn) => match exchange(conn, &head.0, want).await {
                 Ok(done) => done,
                 Err(Sent::Nothing(e)) if idempotent => {
                     tracing::trace!(error = %e, "pooled upstream connection was closed; retrying on a new one");
-                    Box::pin(self.fresh(authority, &head, head_request)).await?
+                    Box::pin(self.fresh(authority, &head.0, want)).await?
                 }
                 Err(e) => return Err(e.into_failure()),
             },
             // Boxed: connecting (name lookup included) is rare, and its future is large.
-            None => Box::pin(self.fresh(authority, &head, head_request)).await?,
+            None => Box::pin(self.fresh(authority, &head.0, want)).await?,
         };
         let home = parsed.keep_alive.then(|| Home {
             idle: self.idle.clone(),
             authority: authority.clone(),
             started,
         });
-        let mut resp = Response::new(DirectBody::new(conn, parsed.framing, home));
+        let mut resp = Response::new(DirectBody::new(conn, parsed.framing, home, parsed.raw));
         *resp.status_mut() = parsed.status;
         *resp.version_mut() = Version::HTTP_11;
         *resp.headers_mut() = parsed.headers;
@@ -200,12 +204,10 @@ impl DirectClient {
         &self,
         authority: &Authority,
         head: &[u8],
-        head_request: bool,
+        want: Want,
     ) -> Result<(Conn, codec::Head), Failure> {
         let conn = self.connect(authority).await?;
-        exchange(conn, head, head_request)
-            .await
-            .map_err(Sent::into_failure)
+        exchange(conn, head, want).await.map_err(Sent::into_failure)
     }
 
     async fn connect(&self, authority: &Authority) -> Result<Conn, Failure> {
@@ -245,6 +247,31 @@ impl DirectClient {
     }
 }
 
+thread_local! {
+    /// A request head's buffer, lent to one exchange at a time (others make their own).
+    static HEAD_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The worker's request-head buffer while an exchange has it; given back when dropped.
+struct HeadBuf(Vec<u8>);
+
+impl HeadBuf {
+    fn take() -> HeadBuf {
+        let mut buf = HEAD_BUF.with(std::cell::Cell::take);
+        buf.clear();
+        HeadBuf(buf)
+    }
+}
+
+impl Drop for HeadBuf {
+    fn drop(&mut self) {
+        // A head far larger than usual is not kept for the worker's life.
+        if self.0.capacity() <= 16 * 1024 {
+            HEAD_BUF.with(|b| b.set(std::mem::take(&mut self.0)));
+        }
+    }
+}
+
 /// How far an exchange got before it failed.
 enum Sent {
     /// Nothing of an answer arrived: on a pooled connection, it had been closed.
@@ -261,16 +288,21 @@ impl Sent {
     }
 }
 
-/// Writes the head and reads the response head.
-async fn exchange(
-    mut conn: Conn,
-    head: &[u8],
+/// What the response head is read for.
+#[derive(Debug, Clone, Copy)]
+struct Want {
+    /// The request was `HEAD`: no body follows the answer.
     head_request: bool,
-) -> Result<(Conn, codec::Head), Sent> {
+    /// Kept as it came, not put in a header map (`codec::Head::raw`).
+    raw: bool,
+}
+
+/// Writes the head and reads the response head.
+async fn exchange(mut conn: Conn, head: &[u8], want: Want) -> Result<(Conn, codec::Head), Sent> {
     conn.stream.write_all(head).await.map_err(Sent::Nothing)?;
     let mut got_any = !conn.buf.is_empty();
     loop {
-        match codec::parse_head(&mut conn.buf, head_request) {
+        match codec::parse_head(&mut conn.buf, want.head_request, want.raw) {
             Ok(Some(parsed)) => return Ok((conn, parsed)),
             Ok(None) => {}
             Err(e) => return Err(Sent::Broken(Failure::new(ExchangeError::Protocol, e))),

@@ -9,7 +9,7 @@ use http::{Request, Response, Uri, Version};
 use hyper::body::{Body, Incoming};
 
 use super::{Proxy, Trace};
-use crate::body::{BodyWatch, ProxyBody, UpstreamBody};
+use crate::body::{BodyWatch, ClientBody, ProxyBody, UpstreamBody};
 use crate::direct::DirectClient;
 use crate::error::{Blame, ExchangeError};
 use crate::routing::RoutingTable;
@@ -23,7 +23,8 @@ pub(super) enum Carrier {
     /// hyper's HTTP/2 client: gRPC.
     H2,
     /// Our own HTTP/1.1 path, where the request and endpoint allow it (`direct`).
-    Direct,
+    /// `raw_head`: the client's server writes the upstream's head as it came (`h1`).
+    Direct { raw_head: bool },
 }
 
 /// An attempt's response and latency, or why it failed and after how long.
@@ -38,7 +39,7 @@ impl Proxy {
         table: &RoutingTable,
         pool: &Pool,
         parts: http::request::Parts,
-        body: Incoming,
+        body: ClientBody,
         carrier: Carrier,
         trace: &mut Trace,
     ) -> Outcome {
@@ -46,18 +47,19 @@ impl Proxy {
         trace.endpoint = Some(first);
         // Only a request without a body takes the direct path: a streamed request body (its
         // stall and abort watch, its retry rules) stays with hyper's client.
-        let direct = carrier == Carrier::Direct && body.is_end_stream();
+        let raw = matches!(carrier, Carrier::Direct { raw_head: true });
+        let direct = matches!(carrier, Carrier::Direct { .. }) && body.is_end_stream();
         if !(direct && self.goes_direct(pool, first, &parts)) {
             // Boxed: the common path's future (kept by hyper for the connection's whole life)
             // stays small.
             let carrier = match carrier {
-                Carrier::Direct => Carrier::H1,
+                Carrier::Direct { .. } => Carrier::H1,
                 c => c,
             };
             return Box::pin(self.forward_hyper(table, pool, first, parts, body, carrier, trace))
                 .await;
         }
-        let result = self.attempt_direct(table, pool, first, &parts).await;
+        let result = self.attempt_direct(table, pool, first, &parts, raw).await;
         if !matches!(result, Err((ExchangeError::Connect, _))) || pool.endpoints.len() == 1 {
             return result;
         }
@@ -65,7 +67,7 @@ impl Proxy {
         let second = pool.pick(Some(first));
         trace.endpoint = Some(second);
         if self.goes_direct(pool, second, &parts) {
-            return self.attempt_direct(table, pool, second, &parts).await;
+            return self.attempt_direct(table, pool, second, &parts, raw).await;
         }
         let attempt = self.attempt(table, pool, second, parts, None, Carrier::H1);
         Box::pin(attempt).await
@@ -81,6 +83,7 @@ impl Proxy {
         pool: &Pool,
         i: usize,
         parts: &http::request::Parts,
+        raw: bool,
     ) -> Outcome {
         let endpoint = &pool.endpoints[i].config;
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -91,6 +94,7 @@ impl Proxy {
             target,
             &parts.headers,
             started,
+            raw,
         );
         let deadline = started + table.config.timeouts.request;
         match tokio::time::timeout_at(deadline.into(), pending).await {
@@ -111,11 +115,11 @@ impl Proxy {
         pool: &Pool,
         first: usize,
         parts: http::request::Parts,
-        body: Incoming,
+        body: ClientBody,
         carrier: Carrier,
         trace: &mut Trace,
     ) -> Outcome {
-        let watch = (!body.is_end_stream()).then(|| BodyWatch::new(body));
+        let watch = body.into_stream().map(BodyWatch::new);
         let can_retry = pool.endpoints.len() > 1;
         // Kept only where a retry is possible: a clone per request is not free.
         let spare = can_retry.then(|| {

@@ -7,10 +7,9 @@ use std::sync::Arc;
 
 use http::header::{TE, UPGRADE};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 
 use crate::access_log::{AccessLog, Entry};
-use crate::body::ProxyBody;
+use crate::body::{ClientBody, ProxyBody};
 use crate::direct::DirectClient;
 use crate::error::{plain, Blame, ExchangeError};
 use crate::headers::{self, Hop};
@@ -44,10 +43,30 @@ pub struct Proxy {
 }
 
 /// The connection a request came in on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Conn {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The peer's address as `X-Forwarded-For` names it: made once per connection, not per
+    /// request (a header value of our own costs an allocation).
+    pub forwarded_for: HeaderValue,
+    /// Our own HTTP/1 server serves it: an upstream's response head may reach it as it came,
+    /// without a header map (hyper's servers need the map).
+    pub raw_heads: bool,
+}
+
+impl Conn {
+    pub fn new(peer: SocketAddr, tls: bool) -> Conn {
+        let text = IpText::new(peer.ip().to_canonical());
+        let forwarded_for = HeaderValue::from_str(text.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Conn {
+            peer,
+            tls,
+            forwarded_for,
+            raw_heads: false,
+        }
+    }
 }
 
 impl Proxy {
@@ -70,7 +89,7 @@ impl Proxy {
         })
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<ClientBody>, conn: Conn) -> Response<ProxyBody> {
         let Some(log) = &self.access_log else {
             // Boxed, and freed when the exchange is done: hyper keeps the handler's future for
             // the connection's whole life, so what it holds inline an idle connection holds too
@@ -98,7 +117,7 @@ impl Proxy {
 
     async fn serve(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         conn: Conn,
         mut log: Option<&mut Entry>,
     ) -> Response<ProxyBody> {
@@ -138,10 +157,8 @@ impl Proxy {
             .get(TE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         headers::strip_hop_by_hop(&mut parts.headers);
-        // Usually the client is the peer: its text is already there.
-        let peer_text = (client != peer).then(|| IpText::new(peer));
         let hop = Hop {
-            peer: peer_text.as_ref().unwrap_or(&ip),
+            peer: &conn.forwarded_for,
             peer_trusted: !trusted.is_empty() && trusted.iter().any(|n| n.contains(&peer)),
             tls: conn.tls,
             authority: authority.as_ref(),
@@ -163,7 +180,9 @@ impl Proxy {
         let carrier = match (grpc, &upgrade) {
             (true, _) => Carrier::H2,
             (false, Some(_)) => Carrier::H1,
-            (false, None) => Carrier::Direct,
+            (false, None) => Carrier::Direct {
+                raw_head: conn.raw_heads,
+            },
         };
         let outcome = self
             .forward(&table, &pool, parts, body, carrier, &mut trace)

@@ -1,0 +1,204 @@
+//! The request heads our own HTTP/1 server takes, parsed with `httparse` (header values share
+//! the read buffer's bytes), and the rule for which it leaves to hyper: anything with a body,
+//! an upgrade, `Expect`, HTTP/1.0, `CONNECT`, or anything malformed or over the limits. hyper
+//! answers those exactly as it always did, so every refusal keeps one source.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+
+use crate::body::ClientBody;
+
+/// As many request headers as hyper's server is set to take (`server::http1_settings`).
+const MAX_HEADERS: usize = 256;
+
+/// A request we serve ourselves.
+#[derive(Debug)]
+pub struct Head {
+    pub req: Request<ClientBody>,
+    /// The client asked to close after this exchange (`Connection: close`).
+    pub close: bool,
+    /// The client takes trailers (`TE: trailers`): a chunked answer may carry them.
+    pub trailers: bool,
+}
+
+// Returned once per request and unpacked at once: boxing the head would cost an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Parsed {
+    Ours(Head),
+    /// More bytes are needed.
+    Partial,
+    /// hyper's to answer; the buffer is as it was.
+    Hyper,
+    /// hyper's to answer, with these bytes first (the head already taken off the buffer).
+    HyperFrom(Bytes),
+}
+
+/// What the header pass learned, before anything is taken off the buffer.
+struct Scan {
+    close: bool,
+    trailers: bool,
+}
+
+/// Parses one request head off the front of `buf`.
+pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
+    // Where each header's name and value sit in the buffer, so the values can share it.
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let (len, method, target, count, scan) = {
+        let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut req,
+            buf,
+            &mut headers,
+        ) {
+            Ok(httparse::Status::Complete(len)) if len <= max_head => len,
+            Ok(httparse::Status::Partial) if buf.len() < max_head => return Parsed::Partial,
+            _ => return Parsed::Hyper,
+        };
+        if req.version != Some(1) {
+            return Parsed::Hyper;
+        }
+        let Some(scan) = scan(req.headers) else {
+            return Parsed::Hyper;
+        };
+        let method = match req.method.map(|m| Method::from_bytes(m.as_bytes())) {
+            Some(Ok(m)) if m != Method::CONNECT => m,
+            _ => return Parsed::Hyper,
+        };
+        let base = buf.as_ptr() as usize;
+        let path = req.path.unwrap_or("");
+        let p = (path.as_ptr() as usize - base) as u32;
+        for (span, h) in spans.iter_mut().zip(req.headers.iter()) {
+            // Within the head, which is at most `max_head` long (well under 4 GiB).
+            let n = (h.name.as_ptr() as usize - base) as u32;
+            let v = (h.value.as_ptr() as usize - base) as u32;
+            *span = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
+        }
+        (
+            len,
+            method,
+            (p, p + path.len() as u32),
+            req.headers.len(),
+            scan,
+        )
+    };
+    let bytes = buf.split_to(len).freeze();
+    let Ok(uri) = Uri::from_maybe_shared(bytes.slice(target.0 as usize..target.1 as usize)) else {
+        return Parsed::HyperFrom(bytes);
+    };
+    // Room for the forwarded headers the pipeline adds: growing the map would move it.
+    let mut headers = HeaderMap::with_capacity(count + 6);
+    for &(n0, n1, v0, v1) in &spans[..count] {
+        let Ok(name) = HeaderName::from_bytes(&bytes[n0 as usize..n1 as usize]) else {
+            return Parsed::HyperFrom(bytes);
+        };
+        // httparse has checked the value's bytes, as hyper relies on too.
+        let value = match HeaderValue::from_maybe_shared(bytes.slice(v0 as usize..v1 as usize)) {
+            Ok(v) => v,
+            Err(_) => return Parsed::HyperFrom(bytes),
+        };
+        headers.append(name, value);
+    }
+    let mut req = Request::new(ClientBody::Empty);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Parsed::Ours(Head {
+        req,
+        close: scan.close,
+        trailers: scan.trailers,
+    })
+}
+
+/// Reads the headers that decide whether the request is ours; `None`: hyper's.
+fn scan(headers: &[httparse::Header<'_>]) -> Option<Scan> {
+    let mut scan = Scan {
+        close: false,
+        trailers: false,
+    };
+    for h in headers {
+        let name = h.name.as_bytes();
+        // Lengths first: most names are none of these, and are passed over by one compare.
+        match name.len() {
+            2 if name.eq_ignore_ascii_case(b"te") => {
+                scan.trailers = tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
+            }
+            6 if name.eq_ignore_ascii_case(b"expect") => return None,
+            7 if name.eq_ignore_ascii_case(b"upgrade") => return None,
+            10 if name.eq_ignore_ascii_case(b"connection")
+                && tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close")) =>
+            {
+                scan.close = true;
+            }
+            // A body, even an announced empty one with a transfer coding, is hyper's.
+            14 if name.eq_ignore_ascii_case(b"content-length") && h.value.trim_ascii() != b"0" => {
+                return None
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return None,
+            _ => {}
+        }
+    }
+    Some(scan)
+}
+
+fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(head: &str) -> Parsed {
+        parse(&mut BytesMut::from(head), 8192)
+    }
+
+    #[test]
+    fn a_plain_get_is_ours_and_leaves_what_follows() {
+        let mut buf = BytesMut::from(
+            "GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-User-Id: 7\r\nConnection: close\r\n\r\nGET /next",
+        );
+        let Parsed::Ours(head) = parse(&mut buf, 8192) else {
+            panic!("not ours")
+        };
+        assert_eq!(head.req.uri(), "/a?b=1");
+        assert_eq!(head.req.headers()["x-user-id"], "7");
+        assert_eq!(head.req.headers()["host"], "x");
+        assert!(head.close);
+        assert_eq!(&buf[..], b"GET /next");
+    }
+
+    #[test]
+    fn bodies_upgrades_and_oddities_are_hypers() {
+        for head in [
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "GET / HTTP/1.0\r\n\r\n",
+            "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
+            "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            "GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            assert!(matches!(parsed(head), Parsed::Hyper), "{head:?}");
+        }
+        // An announced empty body is no body.
+        assert!(matches!(
+            parsed("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+            Parsed::Ours(_)
+        ));
+    }
+
+    #[test]
+    fn a_head_is_partial_until_whole_and_hypers_past_the_limit() {
+        assert!(matches!(parsed("GET / HTTP/1.1\r\nHost:"), Parsed::Partial));
+        let long = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(9000));
+        assert!(matches!(parsed(&long), Parsed::Hyper));
+        let whole = format!("{long}\r\n");
+        assert!(matches!(parsed(&whole), Parsed::Hyper));
+    }
+}

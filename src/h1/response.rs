@@ -1,0 +1,304 @@
+//! The response on the wire towards the client: the head, and how the body is framed. The
+//! framing is always ours (the body's own length, or chunked), never a header passed along, so
+//! what we announce is what we send.
+
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::{HeaderMap, StatusCode};
+
+/// How the body after a response head is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body may follow: a `HEAD` request, 1xx, 204, 304. Headers go as they are (a
+    /// `Content-Length` there tells the size the body would have).
+    None,
+    Length(u64),
+    Chunked,
+}
+
+impl Framing {
+    /// `exact`: the body's exact size, when known before it is read.
+    pub fn of(head_request: bool, status: StatusCode, exact: Option<u64>) -> Framing {
+        if head_request
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Framing::None;
+        }
+        match exact {
+            Some(n) => Framing::Length(n),
+            None => Framing::Chunked,
+        }
+    }
+}
+
+/// Writes the status line, the headers, our framing header, `date` when the answer has none
+/// (as hyper's server adds it), and `connection: close` when this answer ends the connection.
+///
+/// `raw`: the upstream's head as it came (`direct::codec::Head::raw`); its fields follow the
+/// map's, less the hop-by-hop ones, its framing, and any the map sets itself.
+pub fn write_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    raw: Option<&[u8]>,
+    framing: Framing,
+    close: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut dated = false;
+    for (name, value) in headers {
+        if name == CONNECTION
+            || (framing != Framing::None && (name == CONTENT_LENGTH || name == TRANSFER_ENCODING))
+        {
+            continue;
+        }
+        dated |= name == DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(raw) = raw {
+        dated |= write_raw_fields(out, raw, headers, framing);
+    }
+    match framing {
+        Framing::None => {}
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        with_date(|d| out.extend_from_slice(d));
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The header fields of a response head as it came (`httparse` has checked it: one field a
+/// line, `name: value`, lines ending in CRLF or LF).
+fn fields(raw: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    raw.split(|&b| b == b'\n')
+        .skip(1)
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| {
+            let colon = l.iter().position(|&b| b == b':')?;
+            Some((&l[..colon], l[colon + 1..].trim_ascii()))
+        })
+}
+
+/// Writes the fields of `raw` that go on; returns whether one was `date`.
+fn write_raw_fields(out: &mut Vec<u8>, raw: &[u8], map: &HeaderMap, framing: Framing) -> bool {
+    // Names a `Connection` header lists are hop-by-hop too; usually it lists only options.
+    let listed = fields(raw).any(|(n, v)| {
+        n.eq_ignore_ascii_case(b"connection")
+            && connection_names(v).any(|t| {
+                !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close")
+            })
+    });
+    let mut dated = false;
+    for (name, value) in fields(raw) {
+        let skip = crate::headers::is_hop_by_hop(name)
+            || (framing != Framing::None && name.eq_ignore_ascii_case(b"content-length"))
+            || map
+                .keys()
+                .any(|k| name.eq_ignore_ascii_case(k.as_str().as_bytes()))
+            || (listed
+                && fields(raw).any(|(n, v)| {
+                    n.eq_ignore_ascii_case(b"connection")
+                        && connection_names(v).any(|t| t.eq_ignore_ascii_case(name))
+                }));
+        if skip {
+            continue;
+        }
+        dated |= name.eq_ignore_ascii_case(b"date");
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    dated
+}
+
+fn connection_names(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
+/// The start of one chunk of `len` bytes.
+pub fn chunk_start(out: &mut Vec<u8>, len: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        out.push(HEX[(len >> (i * 4)) & 0xf]);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk and the trailer section (empty, or these fields).
+pub fn chunked_end(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+thread_local! {
+    /// The `date` text, made once a second per thread rather than per answer.
+    static DATE_TEXT: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+}
+
+fn with_date(f: impl FnOnce(&[u8])) {
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE_TEXT.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != second {
+            let text = httpdate::fmt_http_date(now);
+            if let Ok(bytes) = <[u8; 29]>::try_from(text.as_bytes()) {
+                *cached = (second, bytes);
+            }
+        }
+        f(&cached.1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn the_head_frames_the_body_itself() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
+        headers.insert(
+            DATE,
+            HeaderValue::from_static("Thu, 26 Nov 2026 22:00:00 GMT"),
+        );
+        let mut out = Vec::new();
+        write_head(
+            &mut out,
+            StatusCode::OK,
+            &headers,
+            None,
+            Framing::Length(2),
+            false,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ndate: Thu, 26 Nov 2026 22:00:00 GMT\r\ncontent-length: 2\r\n\r\n"
+        );
+        // A HEAD answer keeps the size it announces; a closing answer says so.
+        let mut out = Vec::new();
+        write_head(
+            &mut out,
+            StatusCode::OK,
+            &headers,
+            None,
+            Framing::None,
+            true,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("content-length: 999\r\n") && text.ends_with("connection: close\r\n\r\n")
+        );
+    }
+
+    #[test]
+    fn an_answer_without_a_date_gets_one() {
+        let mut out = Vec::new();
+        write_head(
+            &mut out,
+            StatusCode::BAD_GATEWAY,
+            &HeaderMap::new(),
+            None,
+            Framing::Chunked,
+            false,
+        );
+        let text = String::from_utf8(out).unwrap();
+        let date = text.lines().find_map(|l| l.strip_prefix("date: ")).unwrap();
+        assert!(httpdate::parse_http_date(date).is_ok(), "{text}");
+        assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\ntransfer-encoding: chunked\r\n"));
+    }
+
+    #[test]
+    fn an_upstream_head_goes_on_less_its_hop_fields_framing_and_what_the_map_sets() {
+        let raw = b"HTTP/1.1 200 OK\r\nServer: up\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\nx-deployment-cohort: forged\r\nDate: Thu, 26 Nov 2026 22:00:00 GMT\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n";
+        let mut map = HeaderMap::new();
+        map.insert("x-deployment-cohort", HeaderValue::from_static("canary"));
+        let mut out = Vec::new();
+        write_head(
+            &mut out,
+            StatusCode::OK,
+            &map,
+            Some(raw),
+            Framing::Length(2),
+            false,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nx-deployment-cohort: canary\r\nServer: up\r\nDate: Thu, 26 Nov 2026 22:00:00 GMT\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\ncontent-length: 2\r\n\r\n"
+        );
+        // Without a body the announced length stays.
+        let mut out = Vec::new();
+        write_head(
+            &mut out,
+            StatusCode::OK,
+            &map,
+            Some(raw),
+            Framing::None,
+            false,
+        );
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("Content-Length: 2\r\n"));
+    }
+
+    #[test]
+    fn chunk_sizes_and_lengths_are_written_exactly() {
+        for n in [0usize, 1, 9, 15, 16, 255, 256, 4095, 65536, usize::MAX >> 4] {
+            let mut out = Vec::new();
+            chunk_start(&mut out, n);
+            assert_eq!(out, format!("{n:x}\r\n").into_bytes());
+        }
+        for n in [0u64, 7, 10, 99, 100, 12345, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+    }
+}
