@@ -29,12 +29,21 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Whether `name` (any case) is hop-by-hop by itself (`Connection` included; not the names a
-/// `Connection` header lists).
+/// `Connection` header lists). By length first: on a raw head this runs for every field.
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(CONNECTION.as_str().as_bytes())
-        || HOP_BY_HOP
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
+    let candidates: &[&str] = match name.len() {
+        2 => &["te"],
+        7 => &["trailer", "upgrade"],
+        10 => &["connection", "keep-alive"],
+        16 => &["proxy-connection"],
+        17 => &["transfer-encoding"],
+        18 => &["proxy-authenticate"],
+        19 => &["proxy-authorization"],
+        _ => return false,
+    };
+    candidates
+        .iter()
+        .any(|c| name.eq_ignore_ascii_case(c.as_bytes()))
 }
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and every header `Connection` names.
@@ -138,6 +147,32 @@ pub fn expose(headers: &mut HeaderMap, cohort: &HeaderValue, version: &HeaderVal
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_byte_test_knows_exactly_the_hop_by_hop_names() {
+        for name in HOP_BY_HOP.iter().chain([&CONNECTION]) {
+            assert!(is_hop_by_hop(name.as_str().as_bytes()), "{name}");
+            assert!(
+                is_hop_by_hop(name.as_str().to_uppercase().as_bytes()),
+                "{name}"
+            );
+        }
+        for name in [
+            "host",
+            "content-length",
+            "date",
+            "tee",
+            "x-upgrade",
+            "connectionx",
+        ] {
+            assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+        assert_eq!(
+            HOP_BY_HOP.len() + 1,
+            9,
+            "a new hop-by-hop name belongs in is_hop_by_hop too"
+        );
+    }
 
     #[test]
     fn connection_named_and_standard_hop_headers_go() {

@@ -52,6 +52,8 @@ impl Failure {
 pub struct Conn {
     stream: TcpStream,
     buf: BytesMut,
+    /// The request head's bytes: kept with the connection, so writing one allocates nothing.
+    head: Vec<u8>,
 }
 
 /// One endpoint's idle connections, each with when it went idle.
@@ -154,8 +156,6 @@ impl DirectClient {
         started: Instant,
         raw: bool,
     ) -> Result<Response<DirectBody>, Failure> {
-        let mut head = HeadBuf::take();
-        codec::write_head(&mut head.0, method, target, headers, authority.as_str());
         let idempotent = matches!(
             *method,
             Method::GET
@@ -165,7 +165,11 @@ impl DirectClient {
                 | Method::PUT
                 | Method::DELETE
         );
-        let want = Want {
+        let ask = Ask {
+            method,
+            target,
+            headers,
+            authority: authority.as_str(),
             head_request: *method == Method::HEAD,
             raw,
         };
@@ -177,16 +181,16 @@ impl DirectClient {
             };
         }
         let (conn, parsed) = match pooled {
-            Some(conn) => match exchange(conn, &head.0, want).await {
+            Some(conn) => match exchange(conn, &ask).await {
                 Ok(done) => done,
                 Err(Sent::Nothing(e)) if idempotent => {
                     tracing::trace!(error = %e, "pooled upstream connection was closed; retrying on a new one");
-                    Box::pin(self.fresh(authority, &head.0, want)).await?
+                    Box::pin(self.fresh(authority, &ask)).await?
                 }
                 Err(e) => return Err(e.into_failure()),
             },
             // Boxed: connecting (name lookup included) is rare, and its future is large.
-            None => Box::pin(self.fresh(authority, &head.0, want)).await?,
+            None => Box::pin(self.fresh(authority, &ask)).await?,
         };
         let home = parsed.keep_alive.then(|| Home {
             idle: self.idle.clone(),
@@ -203,11 +207,10 @@ impl DirectClient {
     async fn fresh(
         &self,
         authority: &Authority,
-        head: &[u8],
-        want: Want,
+        ask: &Ask<'_>,
     ) -> Result<(Conn, codec::Head), Failure> {
         let conn = self.connect(authority).await?;
-        exchange(conn, head, want).await.map_err(Sent::into_failure)
+        exchange(conn, ask).await.map_err(Sent::into_failure)
     }
 
     async fn connect(&self, authority: &Authority) -> Result<Conn, Failure> {
@@ -243,32 +246,8 @@ impl DirectClient {
         Ok(Conn {
             stream,
             buf: BytesMut::with_capacity(8 * 1024),
+            head: Vec::new(),
         })
-    }
-}
-
-thread_local! {
-    /// A request head's buffer, lent to one exchange at a time (others make their own).
-    static HEAD_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-/// The worker's request-head buffer while an exchange has it; given back when dropped.
-struct HeadBuf(Vec<u8>);
-
-impl HeadBuf {
-    fn take() -> HeadBuf {
-        let mut buf = HEAD_BUF.with(std::cell::Cell::take);
-        buf.clear();
-        HeadBuf(buf)
-    }
-}
-
-impl Drop for HeadBuf {
-    fn drop(&mut self) {
-        // A head far larger than usual is not kept for the worker's life.
-        if self.0.capacity() <= 16 * 1024 {
-            HEAD_BUF.with(|b| b.set(std::mem::take(&mut self.0)));
-        }
     }
 }
 
@@ -288,21 +267,39 @@ impl Sent {
     }
 }
 
-/// What the response head is read for.
-#[derive(Debug, Clone, Copy)]
-struct Want {
-    /// The request was `HEAD`: no body follows the answer.
+/// One request as asked of an upstream, and what its answer is read for.
+struct Ask<'a> {
+    method: &'a Method,
+    target: &'a str,
+    headers: &'a HeaderMap,
+    authority: &'a str,
+    /// The request is `HEAD`: no body follows the answer.
     head_request: bool,
-    /// Kept as it came, not put in a header map (`codec::Head::raw`).
+    /// The answer's head is kept as it came, not put in a header map (`codec::Head::raw`).
     raw: bool,
 }
 
-/// Writes the head and reads the response head.
-async fn exchange(mut conn: Conn, head: &[u8], want: Want) -> Result<(Conn, codec::Head), Sent> {
-    conn.stream.write_all(head).await.map_err(Sent::Nothing)?;
+/// Writes the request head and reads the response head.
+async fn exchange(mut conn: Conn, ask: &Ask<'_>) -> Result<(Conn, codec::Head), Sent> {
+    if conn.head.capacity() > 16 * 1024 {
+        // An unusually large head's buffer is not kept for the connection's life.
+        conn.head = Vec::new();
+    }
+    conn.head.clear();
+    codec::write_head(
+        &mut conn.head,
+        ask.method,
+        ask.target,
+        ask.headers,
+        ask.authority,
+    );
+    conn.stream
+        .write_all(&conn.head)
+        .await
+        .map_err(Sent::Nothing)?;
     let mut got_any = !conn.buf.is_empty();
     loop {
-        match codec::parse_head(&mut conn.buf, want.head_request, want.raw) {
+        match codec::parse_head(&mut conn.buf, ask.head_request, ask.raw) {
             Ok(Some(parsed)) => return Ok((conn, parsed)),
             Ok(None) => {}
             Err(e) => return Err(Sent::Broken(Failure::new(ExchangeError::Protocol, e))),

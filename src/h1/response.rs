@@ -89,50 +89,84 @@ pub fn write_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// The header fields of a response head as it came (`httparse` has checked it: one field a
-/// line, `name: value`, lines ending in CRLF or LF).
-fn fields(raw: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    raw.split(|&b| b == b'\n')
-        .skip(1)
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| {
-            let colon = l.iter().position(|&b| b == b':')?;
-            Some((&l[..colon], l[colon + 1..].trim_ascii()))
-        })
+/// Copies the fields of `raw` that go on into `out`; returns whether one was `date`.
+fn write_raw_fields(out: &mut Vec<u8>, raw: &[u8], map: &HeaderMap, framing: Framing) -> bool {
+    let start = out.len();
+    if let Some(dated) = copy_fields(out, raw, map, framing, None) {
+        return dated;
+    }
+    // A `Connection` header lists field names, which go too (rare: it usually lists options).
+    out.truncate(start);
+    copy_fields(out, raw, map, framing, Some(raw)).unwrap_or(false)
 }
 
-/// Writes the fields of `raw` that go on; returns whether one was `date`.
-fn write_raw_fields(out: &mut Vec<u8>, raw: &[u8], map: &HeaderMap, framing: Framing) -> bool {
-    // Names a `Connection` header lists are hop-by-hop too; usually it lists only options.
-    let listed = fields(raw).any(|(n, v)| {
-        n.eq_ignore_ascii_case(b"connection")
-            && connection_names(v).any(|t| {
-                !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close")
-            })
-    });
+/// One pass over the head's lines (`httparse` has checked them: `name: value`, ending in CRLF
+/// or LF), copying runs of kept lines whole. `listed`: the head whose `Connection` lists names
+/// to drop; without it, finding such a list gives `None`.
+fn copy_fields(
+    out: &mut Vec<u8>,
+    raw: &[u8],
+    map: &HeaderMap,
+    framing: Framing,
+    listed: Option<&[u8]>,
+) -> Option<bool> {
     let mut dated = false;
-    for (name, value) in fields(raw) {
-        let skip = crate::headers::is_hop_by_hop(name)
-            || (framing != Framing::None && name.eq_ignore_ascii_case(b"content-length"))
-            || map
-                .keys()
-                .any(|k| name.eq_ignore_ascii_case(k.as_str().as_bytes()))
-            || (listed
-                && fields(raw).any(|(n, v)| {
-                    n.eq_ignore_ascii_case(b"connection")
-                        && connection_names(v).any(|t| t.eq_ignore_ascii_case(name))
-                }));
-        if skip {
-            continue;
+    // Skip the status line.
+    let mut at = raw.iter().position(|&b| b == b'\n')? + 1;
+    let mut run = at;
+    loop {
+        let end = at + raw[at..].iter().position(|&b| b == b'\n')?;
+        let line = &raw[at..end];
+        let crlf = line.ends_with(b"\r");
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            out.extend_from_slice(&raw[run..at]);
+            return Some(dated);
         }
-        dated |= name.eq_ignore_ascii_case(b"date");
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        let colon = line.iter().position(|&b| b == b':').unwrap_or(line.len());
+        let (name, value) = (&line[..colon], line.get(colon + 1..).unwrap_or_default());
+        let keep = if crate::headers::is_hop_by_hop(name) {
+            if name.eq_ignore_ascii_case(b"connection")
+                && listed.is_none()
+                && connection_names(value).any(|t| {
+                    !t.is_empty()
+                        && !t.eq_ignore_ascii_case(b"keep-alive")
+                        && !t.eq_ignore_ascii_case(b"close")
+                })
+            {
+                return None;
+            }
+            false
+        } else if framing != Framing::None && name.eq_ignore_ascii_case(b"content-length") {
+            false
+        } else {
+            dated |= name.eq_ignore_ascii_case(b"date");
+            !map.keys()
+                .any(|k| name.eq_ignore_ascii_case(k.as_str().as_bytes()))
+                && !listed.is_some_and(|head| in_connection(head, name))
+        };
+        if !keep {
+            out.extend_from_slice(&raw[run..at]);
+            run = end + 1;
+        } else if !crlf {
+            // A bare LF ends the line on the way in; ours end in CRLF.
+            out.extend_from_slice(&raw[run..end]);
+            out.extend_from_slice(b"\r\n");
+            run = end + 1;
+        }
+        at = end + 1;
     }
-    dated
+}
+
+/// Whether a `Connection` field of `head` lists `name`.
+fn in_connection(head: &[u8], name: &[u8]) -> bool {
+    head.split(|&b| b == b'\n').skip(1).any(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = line.iter().position(|&b| b == b':').unwrap_or(line.len());
+        line[..colon].eq_ignore_ascii_case(b"connection")
+            && connection_names(line.get(colon + 1..).unwrap_or_default())
+                .any(|t| t.eq_ignore_ascii_case(name))
+    })
 }
 
 fn connection_names(v: &[u8]) -> impl Iterator<Item = &[u8]> {

@@ -27,6 +27,19 @@ pub(super) enum Carrier {
     Direct { raw_head: bool },
 }
 
+/// A response whose head came raw has an empty map, which the proxy's own headers then fill:
+/// the request's map, done with and cleared, serves without an allocation of its own.
+fn lend_map(mut result: Outcome, parts: http::request::Parts) -> Outcome {
+    if let Ok((resp, _)) = &mut result {
+        if resp.body().raw_head().is_some() && resp.headers().is_empty() {
+            let mut map = parts.headers;
+            map.clear();
+            *resp.headers_mut() = map;
+        }
+    }
+    result
+}
+
 /// An attempt's response and latency, or why it failed and after how long.
 pub(super) type Outcome =
     Result<(Response<ProxyBody>, std::time::Duration), (ExchangeError, std::time::Duration)>;
@@ -61,13 +74,14 @@ impl Proxy {
         }
         let result = self.attempt_direct(table, pool, first, &parts, raw).await;
         if !matches!(result, Err((ExchangeError::Connect, _))) || pool.endpoints.len() == 1 {
-            return result;
+            return lend_map(result, parts);
         }
         // Nothing was sent: the other endpoint gets the same parts, no copy needed.
         let second = pool.pick(Some(first));
         trace.endpoint = Some(second);
         if self.goes_direct(pool, second, &parts) {
-            return self.attempt_direct(table, pool, second, &parts, raw).await;
+            let result = self.attempt_direct(table, pool, second, &parts, raw).await;
+            return lend_map(result, parts);
         }
         let attempt = self.attempt(table, pool, second, parts, None, Carrier::H1);
         Box::pin(attempt).await
