@@ -11,6 +11,7 @@ mod docs;
 mod faults;
 mod fleet;
 mod forwarding;
+mod h1;
 mod hostile;
 mod latch;
 mod lifecycle;
