@@ -127,7 +127,7 @@ where
         out.clear();
         let raw = body.raw_head().map(|b| &b[..]);
         response::write_head(&mut out, parts.status, &parts.headers, raw, framing, close);
-        drop(parts);
+        request::recycle(parts.headers);
         let finished = send_body(&mut io, &mut out, body, framing, head.trailers).await?;
         drop(guard);
         if !finished {

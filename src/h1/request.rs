@@ -3,6 +3,7 @@
 //! an upgrade, `Expect`, HTTP/1.0, `CONNECT`, or anything malformed or over the limits. hyper
 //! answers those exactly as it always did, so every refusal keeps one source.
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
@@ -90,7 +91,7 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         return Parsed::HyperFrom(bytes);
     };
     // Room for the forwarded headers the pipeline adds: growing the map would move it.
-    let mut headers = HeaderMap::with_capacity(count + 6);
+    let mut headers = reused_map(count + 6);
     for &(n0, n1, v0, v1) in &spans[..count] {
         let Ok(name) = HeaderName::from_bytes(&bytes[n0 as usize..n1 as usize]) else {
             return Parsed::HyperFrom(bytes);
@@ -112,6 +113,40 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         close: scan.close,
         trailers: scan.trailers,
     })
+}
+
+thread_local! {
+    /// Header maps done with, kept for the next heads this worker parses: a new map costs two
+    /// allocations. Bounded in number and size, so a burst leaves little behind.
+    static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+const MAPS_KEPT: usize = 64;
+const MAP_CAPACITY_KEPT: usize = 64;
+
+/// Gives a map back once its exchange is done (its values, and their share of a read buffer,
+/// are dropped here).
+pub fn recycle(mut map: HeaderMap) {
+    if map.capacity() > MAP_CAPACITY_KEPT {
+        return;
+    }
+    map.clear();
+    MAPS.with(|maps| {
+        let mut maps = maps.borrow_mut();
+        if maps.len() < MAPS_KEPT {
+            maps.push(map);
+        }
+    });
+}
+
+fn reused_map(want: usize) -> HeaderMap {
+    match MAPS.with(|maps| maps.borrow_mut().pop()) {
+        Some(mut map) => {
+            map.reserve(want);
+            map
+        }
+        None => HeaderMap::with_capacity(want),
+    }
 }
 
 /// Reads the headers that decide whether the request is ours; `None`: hyper's.

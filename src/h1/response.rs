@@ -112,10 +112,10 @@ fn copy_fields(
 ) -> Option<bool> {
     let mut dated = false;
     // Skip the status line.
-    let mut at = raw.iter().position(|&b| b == b'\n')? + 1;
+    let mut at = memchr::memchr(b'\n', raw)? + 1;
     let mut run = at;
     loop {
-        let end = at + raw[at..].iter().position(|&b| b == b'\n')?;
+        let end = at + memchr::memchr(b'\n', &raw[at..])?;
         let line = &raw[at..end];
         let crlf = line.ends_with(b"\r");
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -123,7 +123,7 @@ fn copy_fields(
             out.extend_from_slice(&raw[run..at]);
             return Some(dated);
         }
-        let colon = line.iter().position(|&b| b == b':').unwrap_or(line.len());
+        let colon = memchr::memchr(b':', line).unwrap_or(line.len());
         let (name, value) = (&line[..colon], line.get(colon + 1..).unwrap_or_default());
         let keep = if crate::headers::is_hop_by_hop(name) {
             if name.eq_ignore_ascii_case(b"connection")

@@ -29,15 +29,14 @@ pub(super) enum Carrier {
 
 /// A response whose head came raw has an empty map, which the proxy's own headers then fill:
 /// the request's map, done with and cleared, serves without an allocation of its own.
-fn lend_map(mut result: Outcome, parts: http::request::Parts) -> Outcome {
-    if let Ok((resp, _)) = &mut result {
+fn lend_map(result: &mut Outcome, parts: http::request::Parts) {
+    if let Ok((resp, _)) = result {
         if resp.body().raw_head().is_some() && resp.headers().is_empty() {
             let mut map = parts.headers;
             map.clear();
             *resp.headers_mut() = map;
         }
     }
-    result
 }
 
 /// An attempt's response and latency, or why it failed and after how long.
@@ -72,16 +71,18 @@ impl Proxy {
             return Box::pin(self.forward_hyper(table, pool, first, parts, body, carrier, trace))
                 .await;
         }
-        let result = self.attempt_direct(table, pool, first, &parts, raw).await;
+        let mut result = self.attempt_direct(table, pool, first, &parts, raw).await;
         if !matches!(result, Err((ExchangeError::Connect, _))) || pool.endpoints.len() == 1 {
-            return lend_map(result, parts);
+            lend_map(&mut result, parts);
+            return result;
         }
         // Nothing was sent: the other endpoint gets the same parts, no copy needed.
         let second = pool.pick(Some(first));
         trace.endpoint = Some(second);
         if self.goes_direct(pool, second, &parts) {
-            let result = self.attempt_direct(table, pool, second, &parts, raw).await;
-            return lend_map(result, parts);
+            let mut result = self.attempt_direct(table, pool, second, &parts, raw).await;
+            lend_map(&mut result, parts);
+            return result;
         }
         let attempt = self.attempt(table, pool, second, parts, None, Carrier::H1);
         Box::pin(attempt).await
