@@ -156,6 +156,10 @@ impl Logged {
         &self.inner
     }
 
+    pub fn inner_mut(&mut self) -> &mut ProxyBody {
+        &mut self.inner
+    }
+
     fn finish(&mut self) {
         if let Some(e) = self.entry.take() {
             self.log.send(e);

@@ -53,12 +53,13 @@ pub struct App {
 }
 
 impl Handler for Proxy {
-    async fn call(
+    // The pipeline's own future, not one wrapped around it: each layer is a copy per request.
+    fn call(
         self: &Arc<Self>,
         req: http::Request<crate::body::ClientBody>,
         conn: Conn,
-    ) -> http::Response<crate::body::ProxyBody> {
-        self.handle(req, conn).await
+    ) -> impl std::future::Future<Output = http::Response<crate::body::ProxyBody>> + Send {
+        self.handle(req, conn)
     }
 }
 

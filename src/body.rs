@@ -42,10 +42,18 @@ impl ProxyBody {
 
     /// The upstream's response head as it came, when the direct path kept it for our own HTTP/1
     /// server to write on: the response's header map then holds only what the proxy added.
-    pub fn raw_head(&self) -> Option<&Bytes> {
+    pub fn raw_head(&self) -> Option<&crate::direct::RawHead> {
         match self {
             ProxyBody::Direct(b) => b.raw_head(),
             ProxyBody::Logged(l) => l.inner().raw_head(),
+            _ => None,
+        }
+    }
+
+    pub fn raw_head_mut(&mut self) -> Option<&mut crate::direct::RawHead> {
+        match self {
+            ProxyBody::Direct(b) => b.raw_head_mut(),
+            ProxyBody::Logged(l) => l.inner_mut().raw_head_mut(),
             _ => None,
         }
     }

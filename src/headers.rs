@@ -3,7 +3,8 @@
 //! upstream, our own response headers added after the stripping.
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    Entry, HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING,
+    UPGRADE,
 };
 use http::header::{PROXY_AUTHENTICATE, PROXY_AUTHORIZATION};
 
@@ -97,42 +98,54 @@ pub struct Hop<'a> {
     pub cohort: &'a HeaderValue,
 }
 
-/// Sets the forwarded headers on a request going upstream (after `strip_hop_by_hop`).
+/// Sets the forwarded headers on a request going upstream (after `strip_hop_by_hop`). One map
+/// lookup per header (the entry API), as this runs for every request.
 pub fn to_upstream(headers: &mut HeaderMap, hop: &Hop<'_>) {
-    let peer = hop.peer;
-    let xff = match headers.get_all(X_FORWARDED_FOR).iter().count() {
-        0 => Ok(peer.clone()),
-        _ => {
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(v) => {
+            v.insert(hop.peer.clone());
+        }
+        Entry::Occupied(mut o) => {
             let mut joined = Vec::with_capacity(64);
-            for v in headers.get_all(X_FORWARDED_FOR) {
+            for v in o.iter() {
                 joined.extend_from_slice(v.as_bytes());
                 joined.extend_from_slice(b", ");
             }
-            joined.extend_from_slice(peer.as_bytes());
-            HeaderValue::from_bytes(&joined)
+            joined.extend_from_slice(hop.peer.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                o.insert(v);
+            }
         }
-    };
-    if let Ok(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
     }
 
-    if !(hop.peer_trusted && headers.contains_key(X_FORWARDED_PROTO)) {
-        let proto = if hop.tls { "https" } else { "http" };
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    let proto = HeaderValue::from_static(if hop.tls { "https" } else { "http" });
+    match headers.entry(X_FORWARDED_PROTO) {
+        Entry::Occupied(_) if hop.peer_trusted => {}
+        Entry::Occupied(mut o) => {
+            o.insert(proto);
+        }
+        Entry::Vacant(v) => {
+            v.insert(proto);
+        }
     }
 
     // The client's Host is kept; an HTTP/2 request carries it as :authority instead.
-    if !headers.contains_key(HOST) {
-        if let Some(v) = hop
+    let host = match headers.entry(HOST) {
+        Entry::Occupied(o) => Some(o.get().clone()),
+        Entry::Vacant(v) => hop
             .authority
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            headers.insert(HOST, v);
-        }
-    }
-    if !(hop.peer_trusted && headers.contains_key(X_FORWARDED_HOST)) {
-        if let Some(host) = headers.get(HOST).cloned() {
-            headers.insert(X_FORWARDED_HOST, host);
+            .map(|h| v.insert(h).clone()),
+    };
+    if let Some(host) = host {
+        match headers.entry(X_FORWARDED_HOST) {
+            Entry::Occupied(_) if hop.peer_trusted => {}
+            Entry::Occupied(mut o) => {
+                o.insert(host);
+            }
+            Entry::Vacant(v) => {
+                v.insert(host);
+            }
         }
     }
     headers.insert(X_DEPLOYMENT_COHORT, hop.cohort.clone());

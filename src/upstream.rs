@@ -66,6 +66,9 @@ pub struct Pool {
     pub cohort: Cohort,
     pub version: String,
     pub version_header: HeaderValue,
+    /// `X-Deployment-Cohort` and `X-Deployment-Version` as header lines, for answers whose head
+    /// is written as it came (`direct::RawHead`).
+    pub exposed_lines: bytes::Bytes,
     pub endpoints: Box<[Endpoint]>,
     pub metrics: CohortMetrics,
     next: AtomicUsize,
@@ -79,11 +82,29 @@ impl Pool {
         endpoints: &[EndpointConfig],
         metrics: CohortMetrics,
     ) -> Self {
+        let version_header =
+            HeaderValue::from_str(version).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        let mut exposed_lines = Vec::new();
+        for (name, value) in [
+            (
+                crate::headers::X_DEPLOYMENT_COHORT.as_str(),
+                cohort.as_str().as_bytes(),
+            ),
+            (
+                crate::headers::X_DEPLOYMENT_VERSION.as_str(),
+                version_header.as_bytes(),
+            ),
+        ] {
+            exposed_lines.extend_from_slice(name.as_bytes());
+            exposed_lines.extend_from_slice(b": ");
+            exposed_lines.extend_from_slice(value);
+            exposed_lines.extend_from_slice(b"\r\n");
+        }
         Pool {
             cohort,
             version: version.to_string(),
-            version_header: HeaderValue::from_str(version)
-                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            version_header,
+            exposed_lines: exposed_lines.into(),
             endpoints: endpoints
                 .iter()
                 .map(|c| Endpoint {

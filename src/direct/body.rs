@@ -23,7 +23,17 @@ pub struct DirectBody {
     state: State,
     home: Option<Home>,
     /// The response head as it came, when our own HTTP/1 server writes it on (`codec::Head::raw`).
-    raw_head: Option<Bytes>,
+    raw_head: Option<RawHead>,
+}
+
+/// An upstream's response head kept as it came, and the proxy's own fields to write with it.
+#[derive(Debug, Clone)]
+pub struct RawHead {
+    /// Status line and header lines, as the upstream sent them.
+    pub upstream: Bytes,
+    /// The proxy's own fields, already rendered (`X-Deployment-*`, made once per routing
+    /// table); an upstream field of the same name is then dropped.
+    pub ours: Option<Bytes>,
 }
 
 enum State {
@@ -60,7 +70,10 @@ impl DirectBody {
             conn: Some(conn),
             state,
             home,
-            raw_head,
+            raw_head: raw_head.map(|upstream| RawHead {
+                upstream,
+                ours: None,
+            }),
         };
         if matches!(body.state, State::Length(0)) {
             body.finish();
@@ -69,8 +82,12 @@ impl DirectBody {
     }
 
     /// The response head's lines as the upstream sent them, when kept (`codec::Head::raw`).
-    pub fn raw_head(&self) -> Option<&Bytes> {
+    pub fn raw_head(&self) -> Option<&RawHead> {
         self.raw_head.as_ref()
+    }
+
+    pub fn raw_head_mut(&mut self) -> Option<&mut RawHead> {
+        self.raw_head.as_mut()
     }
 
     /// The body ended: the connection goes home if it may carry another request and nothing

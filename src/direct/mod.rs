@@ -23,7 +23,7 @@ use http::{HeaderMap, Method, Response, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub use body::DirectBody;
+pub use body::{DirectBody, RawHead};
 
 use crate::error::ExchangeError;
 

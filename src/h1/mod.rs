@@ -125,7 +125,7 @@ where
         let (parts, body) = resp.into_parts();
         let framing = Framing::of(head_request, parts.status, body.size_hint().exact());
         out.clear();
-        let raw = body.raw_head().map(|b| &b[..]);
+        let raw = body.raw_head();
         response::write_head(&mut out, parts.status, &parts.headers, raw, framing, close);
         request::recycle(parts.headers);
         let finished = send_body(&mut io, &mut out, body, framing, head.trailers).await?;

@@ -8,6 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, StatusCode};
 
+use crate::direct::RawHead;
+use crate::headers::{X_DEPLOYMENT_COHORT, X_DEPLOYMENT_VERSION};
+
 /// How the body after a response head is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -44,7 +47,7 @@ pub fn write_head(
     out: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
-    raw: Option<&[u8]>,
+    raw: Option<&RawHead>,
     framing: Framing,
     close: bool,
 ) {
@@ -67,7 +70,15 @@ pub fn write_head(
         out.extend_from_slice(b"\r\n");
     }
     if let Some(raw) = raw {
-        dated |= write_raw_fields(out, raw, headers, framing);
+        if let Some(ours) = &raw.ours {
+            out.extend_from_slice(ours);
+        }
+        let skip = Skip {
+            map: headers,
+            ours: raw.ours.is_some(),
+            framing,
+        };
+        dated |= write_raw_fields(out, &raw.upstream, &skip);
     }
     match framing {
         Framing::None => {}
@@ -89,15 +100,38 @@ pub fn write_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// What of an upstream's raw head does not go on besides its hop-by-hop fields.
+struct Skip<'a> {
+    /// Fields the proxy set in the response's map.
+    map: &'a HeaderMap,
+    /// The proxy's own `X-Deployment-*` lines were written (`RawHead::ours`).
+    ours: bool,
+    /// With a body, the framing fields are ours.
+    framing: Framing,
+}
+
+impl Skip<'_> {
+    fn skips(&self, name: &[u8]) -> bool {
+        (self.framing != Framing::None && name.eq_ignore_ascii_case(b"content-length"))
+            || (self.ours
+                && (name.eq_ignore_ascii_case(X_DEPLOYMENT_COHORT.as_str().as_bytes())
+                    || name.eq_ignore_ascii_case(X_DEPLOYMENT_VERSION.as_str().as_bytes())))
+            || self
+                .map
+                .keys()
+                .any(|k| name.eq_ignore_ascii_case(k.as_str().as_bytes()))
+    }
+}
+
 /// Copies the fields of `raw` that go on into `out`; returns whether one was `date`.
-fn write_raw_fields(out: &mut Vec<u8>, raw: &[u8], map: &HeaderMap, framing: Framing) -> bool {
+fn write_raw_fields(out: &mut Vec<u8>, raw: &[u8], skip: &Skip<'_>) -> bool {
     let start = out.len();
-    if let Some(dated) = copy_fields(out, raw, map, framing, None) {
+    if let Some(dated) = copy_fields(out, raw, skip, None) {
         return dated;
     }
     // A `Connection` header lists field names, which go too (rare: it usually lists options).
     out.truncate(start);
-    copy_fields(out, raw, map, framing, Some(raw)).unwrap_or(false)
+    copy_fields(out, raw, skip, Some(raw)).unwrap_or(false)
 }
 
 /// One pass over the head's lines (`httparse` has checked them: `name: value`, ending in CRLF
@@ -106,8 +140,7 @@ fn write_raw_fields(out: &mut Vec<u8>, raw: &[u8], map: &HeaderMap, framing: Fra
 fn copy_fields(
     out: &mut Vec<u8>,
     raw: &[u8],
-    map: &HeaderMap,
-    framing: Framing,
+    skip: &Skip<'_>,
     listed: Option<&[u8]>,
 ) -> Option<bool> {
     let mut dated = false;
@@ -137,13 +170,11 @@ fn copy_fields(
                 return None;
             }
             false
-        } else if framing != Framing::None && name.eq_ignore_ascii_case(b"content-length") {
+        } else if skip.skips(name) {
             false
         } else {
             dated |= name.eq_ignore_ascii_case(b"date");
-            !map.keys()
-                .any(|k| name.eq_ignore_ascii_case(k.as_str().as_bytes()))
-                && !listed.is_some_and(|head| in_connection(head, name))
+            !listed.is_some_and(|head| in_connection(head, name))
         };
         if !keep {
             out.extend_from_slice(&raw[run..at]);
@@ -290,36 +321,50 @@ mod tests {
     }
 
     #[test]
-    fn an_upstream_head_goes_on_less_its_hop_fields_framing_and_what_the_map_sets() {
-        let raw = b"HTTP/1.1 200 OK\r\nServer: up\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\nx-deployment-cohort: forged\r\nDate: Thu, 26 Nov 2026 22:00:00 GMT\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n";
+    fn an_upstream_head_goes_on_less_its_hop_fields_framing_and_what_the_proxy_sets() {
+        let upstream = &b"HTTP/1.1 200 OK\r\nServer: up\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\nx-deployment-cohort: forged\r\nDate: Thu, 26 Nov 2026 22:00:00 GMT\nSet-Cookie: a=1\r\nX-Mine: up\r\nSet-Cookie: b=2\r\n\r\n"[..];
+        let raw = RawHead {
+            upstream: bytes::Bytes::from_static(upstream),
+            ours: Some(bytes::Bytes::from_static(
+                b"x-deployment-cohort: canary\r\nx-deployment-version: v2\r\n",
+            )),
+        };
         let mut map = HeaderMap::new();
-        map.insert("x-deployment-cohort", HeaderValue::from_static("canary"));
+        map.insert("x-mine", HeaderValue::from_static("proxy"));
         let mut out = Vec::new();
         write_head(
             &mut out,
             StatusCode::OK,
             &map,
-            Some(raw),
+            Some(&raw),
             Framing::Length(2),
             false,
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "HTTP/1.1 200 OK\r\nx-deployment-cohort: canary\r\nServer: up\r\nDate: Thu, 26 Nov 2026 22:00:00 GMT\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\ncontent-length: 2\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nx-mine: proxy\r\nx-deployment-cohort: canary\r\nx-deployment-version: v2\r\nServer: up\r\nDate: Thu, 26 Nov 2026 22:00:00 GMT\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\ncontent-length: 2\r\n\r\n"
         );
-        // Without a body the announced length stays.
+        // Without a body the announced length stays; without our lines, the upstream's go on.
+        let raw = RawHead { ours: None, ..raw };
         let mut out = Vec::new();
         write_head(
             &mut out,
             StatusCode::OK,
-            &map,
-            Some(raw),
+            &HeaderMap::new(),
+            Some(&raw),
             Framing::None,
             false,
         );
-        assert!(String::from_utf8(out)
-            .unwrap()
-            .contains("Content-Length: 2\r\n"));
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("Content-Length: 2\r\n")
+                && text.contains("x-deployment-cohort: forged\r\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("X-Secret") && !text.contains("Keep-Alive"),
+            "{text}"
+        );
     }
 
     #[test]

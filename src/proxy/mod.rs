@@ -251,11 +251,16 @@ impl Proxy {
             }
         };
         if table.config.canary.expose_headers {
-            headers::expose(
-                resp.headers_mut(),
-                &table.cohort_headers[cohort.index()],
-                &pool.version_header,
-            );
+            if let Some(raw) = resp.body_mut().raw_head_mut() {
+                // Written with the upstream's head as it came: already rendered, no map.
+                raw.ours = Some(pool.exposed_lines.clone());
+            } else {
+                headers::expose(
+                    resp.headers_mut(),
+                    &table.cohort_headers[cohort.index()],
+                    &pool.version_header,
+                );
+            }
         }
         resp
     }
