@@ -59,7 +59,8 @@ pub struct Conn {
 /// One endpoint's idle connections, each with when it went idle.
 type Idle = Vec<(Conn, Instant)>;
 
-/// One worker's idle upstream connections, by endpoint authority; newest last.
+/// One worker's idle upstream connections, a slot per endpoint authority ever used (never
+/// removed, so an exchange finds its way back by index); newest last.
 pub struct IdleSet {
     slots: Mutex<Vec<(Authority, Idle)>>,
     /// `timeouts.idle`: a connection unused this long is closed rather than reused.
@@ -67,22 +68,35 @@ pub struct IdleSet {
 }
 
 impl IdleSet {
+    /// The newest idle connection to `authority`, if one is fresh, and the endpoint's slot (where
+    /// the connection goes back: slots are never removed, so the index stays good).
     /// `now`: the exchange's start (one clock read per request serves all of its timing).
-    fn checkout(&self, authority: &Authority, now: Instant) -> Option<Conn> {
-        let mut slots = self.slots.lock().ok()?;
-        let (_, conns) = slots.iter_mut().find(|(a, _)| a == authority)?;
-        let (conn, since) = conns.pop()?;
+    fn checkout(&self, authority: &Authority, now: Instant) -> (Option<Conn>, usize) {
+        let Ok(mut slots) = self.slots.lock() else {
+            return (None, usize::MAX);
+        };
+        let slot = match slots.iter().position(|(a, _)| a == authority) {
+            Some(i) => i,
+            None => {
+                slots.push((authority.clone(), Vec::new()));
+                slots.len() - 1
+            }
+        };
+        let conns = &mut slots[slot].1;
+        let Some((conn, since)) = conns.pop() else {
+            return (None, slot);
+        };
         if now.saturating_duration_since(since) >= self.timeout {
             // The newest is stale, so are the older ones.
             conns.clear();
-            return None;
+            return (None, slot);
         }
-        Some(conn)
+        (Some(conn), slot)
     }
 
     /// `now`: when the exchange that used `conn` started, early by its duration: an idle
     /// connection is closed a little early rather than late.
-    fn checkin(&self, authority: &Authority, mut conn: Conn, now: Instant) {
+    fn checkin(&self, slot: usize, mut conn: Conn, now: Instant) {
         if conn.buf.capacity() > KEEP_BUF {
             conn.buf = BytesMut::new();
         }
@@ -97,10 +111,10 @@ impl IdleSet {
                 .count();
             conns.drain(..stale);
         }
-        match slots.iter_mut().find(|(a, _)| a == authority) {
-            Some((_, conns)) if conns.len() < MAX_IDLE => conns.push((conn, now)),
-            Some(_) => {}
-            None => slots.push((authority.clone(), vec![(conn, now)])),
+        if let Some((_, conns)) = slots.get_mut(slot) {
+            if conns.len() < MAX_IDLE {
+                conns.push((conn, now));
+            }
         }
     }
 }
@@ -108,13 +122,14 @@ impl IdleSet {
 /// Where a connection goes back once its response body ended cleanly.
 pub struct Home {
     idle: Arc<IdleSet>,
-    authority: Authority,
+    /// The endpoint's slot in the idle set.
+    slot: usize,
     started: Instant,
 }
 
 impl Home {
     fn put(self, conn: Conn) {
-        self.idle.checkin(&self.authority, conn, self.started);
+        self.idle.checkin(self.slot, conn, self.started);
     }
 }
 
@@ -173,7 +188,7 @@ impl DirectClient {
             head_request: *method == Method::HEAD,
             raw,
         };
-        let mut pooled = self.idle.checkout(authority, started);
+        let (mut pooled, slot) = self.idle.checkout(authority, started);
         if !idempotent {
             pooled = match pooled {
                 Some(c) => still_open(c).await,
@@ -194,7 +209,7 @@ impl DirectClient {
         };
         let home = parsed.keep_alive.then(|| Home {
             idle: self.idle.clone(),
-            authority: authority.clone(),
+            slot,
             started,
         });
         let mut resp = Response::new(DirectBody::new(conn, parsed.framing, home, parsed.raw));
