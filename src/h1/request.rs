@@ -93,7 +93,7 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     // Room for the forwarded headers the pipeline adds: growing the map would move it.
     let mut headers = reused_map(count + 6);
     for &(n0, n1, v0, v1) in &spans[..count] {
-        let Ok(name) = HeaderName::from_bytes(&bytes[n0 as usize..n1 as usize]) else {
+        let Some(name) = header_name(&bytes[n0 as usize..n1 as usize]) else {
             return Parsed::HyperFrom(bytes);
         };
         // httparse has checked the value's bytes, as hyper relies on too.
@@ -147,6 +147,30 @@ fn reused_map(want: usize) -> HeaderMap {
         }
         None => HeaderMap::with_capacity(want),
     }
+}
+
+thread_local! {
+    /// Header names seen lately, one per slot of a cheap hash of their bytes. A name the `http`
+    /// crate has no constant for (`x-user-id`, `x-forwarded-for`) is copied into an allocation
+    /// of its own every time it is parsed; from here it is shared instead.
+    static NAMES: RefCell<[Option<HeaderName>; 64]> = const { RefCell::new([const { None }; 64]) };
+}
+
+fn header_name(bytes: &[u8]) -> Option<HeaderName> {
+    let (first, last) = (*bytes.first()?, *bytes.last()?);
+    // Case-blind: `| 0x20` lowercases letters and leaves token punctuation as it finds it.
+    let slot = (bytes.len() * 31 + (first | 0x20) as usize + (last | 0x20) as usize) % 64;
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(known) = &names[slot] {
+            if bytes.eq_ignore_ascii_case(known.as_str().as_bytes()) {
+                return Some(known.clone());
+            }
+        }
+        let name = HeaderName::from_bytes(bytes).ok()?;
+        names[slot] = Some(name.clone());
+        Some(name)
+    })
 }
 
 /// Reads the headers that decide whether the request is ours; `None`: hyper's.
@@ -226,6 +250,29 @@ mod tests {
             parsed("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
             Parsed::Ours(_)
         ));
+    }
+
+    #[test]
+    fn header_names_are_the_same_from_the_cache_in_any_case() {
+        for name in [
+            "X-User-Id",
+            "x-user-id",
+            "HOST",
+            "host",
+            "x-a",
+            "x-b",
+            "Accept",
+        ] {
+            for _ in 0..3 {
+                let got = header_name(name.as_bytes()).unwrap();
+                assert_eq!(
+                    got,
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    "{name}"
+                );
+            }
+        }
+        assert!(header_name(b"").is_none() && header_name(b"bad name").is_none());
     }
 
     #[test]
