@@ -29,14 +29,19 @@ pub(super) enum Carrier {
 
 /// A response whose head came raw has an empty map, which the proxy's own headers then fill:
 /// the request's map, done with and cleared, serves without an allocation of its own.
-fn lend_map(result: &mut Outcome, parts: http::request::Parts) {
+fn lend_map(result: &mut Outcome, parts: &mut http::request::Parts) {
     if let Ok((resp, _)) = result {
         if resp.body().raw_head().is_some() && resp.headers().is_empty() {
-            let mut map = parts.headers;
+            let mut map = std::mem::take(&mut parts.headers);
             map.clear();
             *resp.headers_mut() = map;
         }
     }
+}
+
+/// The request's parts, taken out for a client that needs them owned (an empty set left).
+fn take_parts(parts: &mut http::request::Parts) -> http::request::Parts {
+    std::mem::replace(parts, Request::new(()).into_parts().0)
 }
 
 /// An attempt's response and latency, or why it failed and after how long.
@@ -46,11 +51,14 @@ pub(super) type Outcome =
 impl Proxy {
     /// Sends the request to an endpoint of `pool`; a refused connect is retried once on another
     /// endpoint of the same pool, but only while no byte of the body has been sent.
+    ///
+    /// `parts` by reference: the direct path only reads them, and this future is kept small
+    /// (it is moved into place on every request); the hyper path takes them out.
     pub(super) async fn forward(
         &self,
         table: &RoutingTable,
         pool: &Pool,
-        parts: http::request::Parts,
+        parts: &mut http::request::Parts,
         body: ClientBody,
         carrier: Carrier,
         trace: &mut Trace,
@@ -61,17 +69,18 @@ impl Proxy {
         // stall and abort watch, its retry rules) stays with hyper's client.
         let raw = matches!(carrier, Carrier::Direct { raw_head: true });
         let direct = matches!(carrier, Carrier::Direct { .. }) && body.is_end_stream();
-        if !(direct && self.goes_direct(pool, first, &parts)) {
+        if !(direct && self.goes_direct(pool, first, parts)) {
             // Boxed: the common path's future (kept by hyper for the connection's whole life)
             // stays small.
             let carrier = match carrier {
                 Carrier::Direct { .. } => Carrier::H1,
                 c => c,
             };
+            let parts = take_parts(parts);
             return Box::pin(self.forward_hyper(table, pool, first, parts, body, carrier, trace))
                 .await;
         }
-        let mut result = self.attempt_direct(table, pool, first, &parts, raw).await;
+        let mut result = self.attempt_direct(table, pool, first, parts, raw).await;
         if !matches!(result, Err((ExchangeError::Connect, _))) || pool.endpoints.len() == 1 {
             lend_map(&mut result, parts);
             return result;
@@ -79,12 +88,12 @@ impl Proxy {
         // Nothing was sent: the other endpoint gets the same parts, no copy needed.
         let second = pool.pick(Some(first));
         trace.endpoint = Some(second);
-        if self.goes_direct(pool, second, &parts) {
-            let mut result = self.attempt_direct(table, pool, second, &parts, raw).await;
+        if self.goes_direct(pool, second, parts) {
+            let mut result = self.attempt_direct(table, pool, second, parts, raw).await;
             lend_map(&mut result, parts);
             return result;
         }
-        let attempt = self.attempt(table, pool, second, parts, None, Carrier::H1);
+        let attempt = self.attempt(table, pool, second, take_parts(parts), None, Carrier::H1);
         Box::pin(attempt).await
     }
 

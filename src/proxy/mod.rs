@@ -185,7 +185,7 @@ impl Proxy {
             },
         };
         let outcome = self
-            .forward(&table, &pool, parts, body, carrier, &mut trace)
+            .forward(&table, &pool, &mut parts, body, carrier, &mut trace)
             .await;
         if let Some(e) = log {
             e.upstream = trace.endpoint.map(|i| pool.endpoints[i].url().to_string());
