@@ -8,8 +8,8 @@
 //! handed over to hyper's server with the bytes already read, and hyper serves the rest of the
 //! connection: every refusal and every streaming rule keeps one source.
 
-mod request;
-mod response;
+pub mod request;
+pub mod response;
 mod rewind;
 
 use std::future::{poll_fn, Future};
