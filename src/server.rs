@@ -263,7 +263,10 @@ where
         let (handler, guard, state) = (handler.clone(), svc_state.begin(), svc_state.clone());
         let conn = svc_conn.clone();
         async move {
-            let resp = handler.call(req.map(ClientBody::Hyper), conn).await;
+            // Boxed, and freed when the exchange is done: hyper keeps the service's future for
+            // the connection's whole life, so what it held inline an idle connection would hold
+            // too. Our own HTTP/1 server holds it only while it runs, so it does not box.
+            let resp = Box::pin(handler.call(req.map(ClientBody::Hyper), conn)).await;
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 state.mark_upgraded();
             }
@@ -285,9 +288,14 @@ where
                 raw_heads: true,
                 ..conn.clone()
             };
-            let serve = h1::serve(io, ours, state, handler, settings, &flag);
-            let serve = std::pin::pin!(serve);
-            match watch.run(h1::Draining { serve, flag: &flag }).await {
+            // Scoped, so that hyper's connection below reuses its room in this task's future
+            // (together they were 3.5 KB more for every connection, idle or not).
+            let ended = {
+                let serve = h1::serve(io, ours, state, handler, settings, &flag);
+                let serve = std::pin::pin!(serve);
+                watch.run(h1::Draining { serve, flag: &flag }).await
+            };
+            match ended {
                 Ok(h1::Ended::Closed) => Ok(()),
                 Ok(h1::Ended::HandOver(io, first)) => {
                     let io = TokioIo::new(h1::Rewind::new(io, first));

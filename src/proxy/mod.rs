@@ -91,10 +91,9 @@ impl Proxy {
 
     pub async fn handle(&self, req: Request<ClientBody>, conn: Conn) -> Response<ProxyBody> {
         let Some(log) = &self.access_log else {
-            // Boxed, and freed when the exchange is done: hyper keeps the handler's future for
-            // the connection's whole life, so what it holds inline an idle connection holds too
-            // (1,000 idle connections: 34.5 MB -> 30.9 MB).
-            return Box::pin(self.serve(req, conn, None)).await;
+            // Not boxed here: hyper's server boxes the whole call (it keeps it for the
+            // connection's life); ours holds it only while it runs.
+            return self.serve(req, conn, None).await;
         };
         let mut entry = Entry {
             time: crate::control::now_rfc3339(),
@@ -110,7 +109,7 @@ impl Proxy {
             bytes_out: 0,
             identity_source: None,
         };
-        let resp = Box::pin(self.serve(req, conn, Some(&mut entry))).await;
+        let resp = self.serve(req, conn, Some(&mut entry)).await;
         entry.status = resp.status().as_u16();
         resp.map(|body| log.wrap(body, entry))
     }
