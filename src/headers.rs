@@ -119,15 +119,7 @@ pub fn to_upstream(headers: &mut HeaderMap, hop: &Hop<'_>) {
     }
 
     let proto = HeaderValue::from_static(if hop.tls { "https" } else { "http" });
-    match headers.entry(X_FORWARDED_PROTO) {
-        Entry::Occupied(_) if hop.peer_trusted => {}
-        Entry::Occupied(mut o) => {
-            o.insert(proto);
-        }
-        Entry::Vacant(v) => {
-            v.insert(proto);
-        }
-    }
+    set_unless_trusted(headers, X_FORWARDED_PROTO, proto, hop.peer_trusted);
 
     // The client's Host is kept; an HTTP/2 request carries it as :authority instead.
     let host = match headers.entry(HOST) {
@@ -138,17 +130,27 @@ pub fn to_upstream(headers: &mut HeaderMap, hop: &Hop<'_>) {
             .map(|h| v.insert(h).clone()),
     };
     if let Some(host) = host {
-        match headers.entry(X_FORWARDED_HOST) {
-            Entry::Occupied(_) if hop.peer_trusted => {}
-            Entry::Occupied(mut o) => {
-                o.insert(host);
-            }
-            Entry::Vacant(v) => {
-                v.insert(host);
-            }
-        }
+        set_unless_trusted(headers, X_FORWARDED_HOST, host, hop.peer_trusted);
     }
     headers.insert(X_DEPLOYMENT_COHORT, hop.cohort.clone());
+}
+
+/// Sets `name` to `value`, unless a trusted peer (another proxy of ours) already set it.
+fn set_unless_trusted(
+    headers: &mut HeaderMap,
+    name: HeaderName,
+    value: HeaderValue,
+    trusted: bool,
+) {
+    match headers.entry(name) {
+        Entry::Occupied(_) if trusted => {}
+        Entry::Occupied(mut o) => {
+            o.insert(value);
+        }
+        Entry::Vacant(v) => {
+            v.insert(value);
+        }
+    }
 }
 
 /// Adds `X-Deployment-Cohort` and `X-Deployment-Version` to a response.

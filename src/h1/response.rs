@@ -265,6 +265,12 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    fn head_text(map: &HeaderMap, raw: Option<&RawHead>, framing: Framing, close: bool) -> String {
+        let mut out = Vec::new();
+        write_head(&mut out, StatusCode::OK, map, raw, framing, close);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn the_head_frames_the_body_itself() {
         let mut headers = HeaderMap::new();
@@ -274,30 +280,12 @@ mod tests {
             DATE,
             HeaderValue::from_static("Thu, 26 Nov 2026 22:00:00 GMT"),
         );
-        let mut out = Vec::new();
-        write_head(
-            &mut out,
-            StatusCode::OK,
-            &headers,
-            None,
-            Framing::Length(2),
-            false,
-        );
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            head_text(&headers, None, Framing::Length(2), false),
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ndate: Thu, 26 Nov 2026 22:00:00 GMT\r\ncontent-length: 2\r\n\r\n"
         );
         // A HEAD answer keeps the size it announces; a closing answer says so.
-        let mut out = Vec::new();
-        write_head(
-            &mut out,
-            StatusCode::OK,
-            &headers,
-            None,
-            Framing::None,
-            true,
-        );
-        let text = String::from_utf8(out).unwrap();
+        let text = head_text(&headers, None, Framing::None, true);
         assert!(
             text.contains("content-length: 999\r\n") && text.ends_with("connection: close\r\n\r\n")
         );
@@ -331,31 +319,13 @@ mod tests {
         };
         let mut map = HeaderMap::new();
         map.insert("x-mine", HeaderValue::from_static("proxy"));
-        let mut out = Vec::new();
-        write_head(
-            &mut out,
-            StatusCode::OK,
-            &map,
-            Some(&raw),
-            Framing::Length(2),
-            false,
-        );
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            head_text(&map, Some(&raw), Framing::Length(2), false),
             "HTTP/1.1 200 OK\r\nx-mine: proxy\r\nx-deployment-cohort: canary\r\nx-deployment-version: v2\r\nServer: up\r\nDate: Thu, 26 Nov 2026 22:00:00 GMT\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\ncontent-length: 2\r\n\r\n"
         );
         // Without a body the announced length stays; without our lines, the upstream's go on.
         let raw = RawHead { ours: None, ..raw };
-        let mut out = Vec::new();
-        write_head(
-            &mut out,
-            StatusCode::OK,
-            &HeaderMap::new(),
-            Some(&raw),
-            Framing::None,
-            false,
-        );
-        let text = String::from_utf8(out).unwrap();
+        let text = head_text(&HeaderMap::new(), Some(&raw), Framing::None, false);
         assert!(
             text.contains("Content-Length: 2\r\n")
                 && text.contains("x-deployment-cohort: forged\r\n"),
