@@ -5,6 +5,7 @@
 mod env;
 mod fleet;
 mod raw;
+mod rollback;
 mod validate;
 
 use std::net::SocketAddr;

@@ -40,7 +40,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn duration(&self, key: &str, text: &str) -> Result<Duration, ConfigError> {
+    pub(super) fn duration(&self, key: &str, text: &str) -> Result<Duration, ConfigError> {
         let d = humantime::parse_duration(text.trim()).map_err(|_| {
             self.err(
                 key,
@@ -62,7 +62,7 @@ impl Ctx<'_> {
         })
     }
 
-    fn percent(&self, key: &str, v: f64) -> Result<f64, ConfigError> {
+    pub(super) fn percent(&self, key: &str, v: f64) -> Result<f64, ConfigError> {
         if v.is_finite() && (0.0..=100.0).contains(&v) {
             Ok(v)
         } else {
@@ -225,92 +225,6 @@ pub(super) fn validate(
         );
     }
 
-    // [rollback]
-    let r = &raw.rollback;
-    let window = cx.duration("rollback.window", &r.window)?;
-    let evaluate_every = cx.duration("rollback.evaluate_every", &r.evaluate_every)?;
-    if evaluate_every < Duration::from_millis(10) {
-        return Err(cx.err(
-            "rollback.evaluate_every",
-            format!("at least \"10ms\", got {:?}", r.evaluate_every),
-        ));
-    }
-    if window < evaluate_every {
-        return Err(cx.err(
-            "rollback.window",
-            format!(
-                "at least evaluate_every ({}), got {:?}",
-                r.evaluate_every, r.window
-            ),
-        ));
-    }
-    if window.as_nanos() / evaluate_every.as_nanos() > 100_000 {
-        return Err(cx.err(
-            "rollback.window",
-            "at most 100000 slices of evaluate_every (a shorter window or a longer slice)",
-        ));
-    }
-    let max_error_rate = cx.percent("rollback.max_error_rate", r.max_error_rate)?;
-    if !(r.max_relative_error.is_finite() && r.max_relative_error >= 0.0) {
-        return Err(cx.err(
-            "rollback.max_relative_error",
-            format!("a ratio of 0 (off) or more, got {}", r.max_relative_error),
-        ));
-    }
-    let max_latency = cx.duration("rollback.max_latency", &r.max_latency)?;
-    if !(r.latency_tolerance.is_finite() && r.latency_tolerance > 0.0) {
-        return Err(cx.err(
-            "rollback.latency_tolerance",
-            format!(
-                "a multiple above 0 such as 1.25, got {}",
-                r.latency_tolerance
-            ),
-        ));
-    }
-    let latency_stat = match r.latency_stat.as_str() {
-        "p50" => LatencyStat::P50,
-        "p90" => LatencyStat::P90,
-        "p95" => LatencyStat::P95,
-        "p99" => LatencyStat::P99,
-        "mean" => return Err(cx.err("rollback.latency_stat", "p50, p90, p95 or p99: a mean has no valid sequential test (it is shown in the metrics, but cannot be judged)")),
-        other => return Err(cx.err("rollback.latency_stat", format!("p50, p90, p95 or p99, got {other:?}"))),
-    };
-    let budget = r.false_rollback_budget;
-    if !(budget.is_finite() && budget > 0.0 && budget < 1.0) {
-        return Err(cx.err(
-            "rollback.false_rollback_budget",
-            format!("a probability above 0 and below 1 such as 0.001, got {budget}"),
-        ));
-    }
-    let mut error_statuses = ErrorStatuses::none();
-    for (i, s) in r.error_statuses.iter().enumerate() {
-        let key = format!("rollback.error_statuses[{i}]");
-        let expected = |got: String| {
-            cx.err(
-                &key,
-                format!("a class such as \"5xx\" or a status code from 100 to 599, got {got}"),
-            )
-        };
-        match s {
-            RawStatus::Code(c) if (100..=599).contains(c) => error_statuses.insert(*c as u16),
-            RawStatus::Code(c) => return Err(expected(c.to_string())),
-            RawStatus::Text(t) => {
-                let t = t.trim().to_ascii_lowercase();
-                if let Some(class) = t
-                    .strip_suffix("xx")
-                    .and_then(|d| d.parse::<u16>().ok())
-                    .filter(|d| (1..=5).contains(d))
-                {
-                    (class * 100..class * 100 + 100).for_each(|c| error_statuses.insert(c));
-                } else if let Some(c) = t.parse::<u16>().ok().filter(|c| (100..=599).contains(c)) {
-                    error_statuses.insert(c);
-                } else {
-                    return Err(expected(format!("{t:?}")));
-                }
-            }
-        }
-    }
-
     // [state]
     if raw.state.path.trim().is_empty() {
         return Err(cx.err("state.path", "a file path for the rollback latch"));
@@ -356,6 +270,7 @@ pub(super) fn validate(
         max_uri_bytes: l.max_uri_bytes as usize,
     };
 
+    let rollback = super::rollback::validate(&cx, &raw.rollback)?;
     let fleet = match &raw.fleet {
         Some(f) => Some(super::fleet::validate(&cx, f)?),
         None => None,
@@ -390,19 +305,7 @@ pub(super) fn validate(
             salt: raw.canary.salt.clone(),
             expose_headers: raw.canary.expose_headers,
         },
-        rollback: RollbackConfig {
-            auto: r.auto,
-            window,
-            min_requests: r.min_requests,
-            max_error_rate,
-            max_relative_error: r.max_relative_error,
-            max_latency,
-            latency_tolerance: r.latency_tolerance,
-            latency_stat,
-            false_rollback_budget: budget,
-            error_statuses,
-            evaluate_every,
-        },
+        rollback,
         state,
         timeouts,
         limits,

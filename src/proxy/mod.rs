@@ -194,19 +194,23 @@ impl Proxy {
             });
         }
         let identity = placement.map(|p| p.digest);
+        let record = |status: u16, latency, error| {
+            let ex = Exchange {
+                cohort,
+                status,
+                latency,
+                error,
+                identity,
+            };
+            self.observe(&pool, ex)
+        };
         let mut resp = match outcome {
             Ok((mut resp, latency)) => {
                 let status = resp.status().as_u16();
-                let error = table.config.rollback.error_statuses.contains(status);
-                self.observe(
-                    &pool,
-                    Exchange {
-                        cohort,
-                        status,
-                        latency,
-                        error,
-                        identity,
-                    },
+                record(
+                    status,
+                    latency,
+                    table.config.rollback.error_statuses.contains(status),
                 );
                 let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
                 let agreed = resp.headers().get(UPGRADE).cloned();
@@ -225,17 +229,7 @@ impl Proxy {
             }
             Err((err, latency)) => {
                 if err.blame() == Blame::Upstream {
-                    let status = err.status().as_u16();
-                    self.observe(
-                        &pool,
-                        Exchange {
-                            cohort,
-                            status,
-                            latency,
-                            error: true,
-                            identity,
-                        },
-                    );
+                    record(err.status().as_u16(), latency, true);
                     plain(err.status(), err.message())
                 } else {
                     // The client broke its own request: answer if it still listens, then close.
