@@ -112,22 +112,23 @@ impl Proxy {
         let endpoint = &pool.endpoints[i].config;
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let started = Instant::now();
+        // The direct path keeps the deadline itself (a timer per upstream connection).
+        let deadline = started + table.config.timeouts.request;
         let pending = self.direct.request(
             &endpoint.authority,
             &parts.method,
             target,
             &parts.headers,
             started,
+            deadline,
             raw,
         );
-        let deadline = started + table.config.timeouts.request;
-        match tokio::time::timeout_at(deadline.into(), pending).await {
-            Ok(Ok(resp)) => {
+        match pending.await {
+            Ok(resp) => {
                 pool.mark_ok(i);
                 Ok((resp.map(ProxyBody::Direct), started.elapsed()))
             }
-            Ok(Err(f)) => Err(self.failed(pool, i, f.kind, &f.detail, started.elapsed())),
-            Err(_) => Err(self.timed_out(pool, started)),
+            Err(f) => Err(self.failed(pool, i, f.kind, &f.detail, started.elapsed())),
         }
     }
 

@@ -96,6 +96,55 @@ async fn an_upstream_that_never_answers_gives_504_within_the_request_timeout() {
     proxy.stop().await;
 }
 
+/// The direct path keeps one request timer per pooled upstream connection and moves it on per
+/// exchange: the deadline must hold on a reused connection, both when its timer is still armed
+/// from the last exchange and when that old deadline already passed while it idled.
+#[tokio::test]
+async fn the_request_timeout_holds_on_a_pooled_upstream_connection() {
+    let (s, k) = (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    );
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.percent = 0.0;
+    cfg.request_timeout = "300ms".into();
+    let proxy = start_proxy(&cfg.toml()).await;
+    let c = client();
+    let slow_is_cut = |why: &'static str| {
+        let (c, url) = (c.clone(), proxy.url("/sleep/5000"));
+        async move {
+            let started = std::time::Instant::now();
+            let got = get(&c, &url, &[]).await;
+            assert_eq!(got.status, 504, "{why}");
+            let took = started.elapsed();
+            assert!(
+                took >= std::time::Duration::from_millis(250)
+                    && took < std::time::Duration::from_secs(3),
+                "{why}: answered after {took:?}"
+            );
+        }
+    };
+    // Pooled, then idle past the old deadline: the timer has fired and must be armed again.
+    assert_eq!(get(&c, &proxy.url("/"), &[]).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    slow_is_cut("a pooled connection whose last deadline passed while it idled").await;
+    // Pooled and straight back in use: the armed timer is moved on, not replaced.
+    assert_eq!(get(&c, &proxy.url("/"), &[]).await.status, 200);
+    slow_is_cut("a pooled connection used again at once").await;
+    assert_eq!(get(&c, &proxy.url("/"), &[]).await.status, 200);
+    assert_eq!(
+        s.count(),
+        5,
+        "every request reached the upstream once (no resend of a timed-out one)"
+    );
+    let m = scrape(proxy.admin).await;
+    assert!(
+        m.contains(r#"canary_upstream_failures_total{cohort="stable",kind="timeout"} 2"#),
+        "{m}"
+    );
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn a_refused_endpoint_is_retried_on_another_of_the_same_pool() {
     let (s, k) = (
