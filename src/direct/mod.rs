@@ -175,13 +175,12 @@ impl DirectClient {
     pub async fn request(
         &self,
         authority: &Authority,
-        method: &Method,
-        target: &str,
-        headers: &HeaderMap,
+        parts: &http::request::Parts,
         started: Instant,
         deadline: Instant,
         raw: bool,
     ) -> Result<Response<DirectBody>, Failure> {
+        let method = &parts.method;
         let idempotent = matches!(
             *method,
             Method::GET
@@ -193,8 +192,8 @@ impl DirectClient {
         );
         let ask = Ask {
             method,
-            target,
-            headers,
+            target: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            headers: &parts.headers,
             authority: authority.as_str(),
             head_request: *method == Method::HEAD,
             raw,

@@ -110,19 +110,12 @@ impl Proxy {
         raw: bool,
     ) -> Outcome {
         let endpoint = &pool.endpoints[i].config;
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let started = Instant::now();
         // The direct path keeps the deadline itself (a timer per upstream connection).
         let deadline = started + table.config.timeouts.request;
-        let pending = self.direct.request(
-            &endpoint.authority,
-            &parts.method,
-            target,
-            &parts.headers,
-            started,
-            deadline,
-            raw,
-        );
+        let pending = self
+            .direct
+            .request(&endpoint.authority, parts, started, deadline, raw);
         match pending.await {
             Ok(resp) => {
                 pool.mark_ok(i);
