@@ -44,7 +44,7 @@ pub struct Admin {
 }
 
 impl Handler for Admin {
-    async fn call(self: &Arc<Self>, req: Request<ClientBody>, conn: Conn) -> Response<ProxyBody> {
+    async fn call(self: &Arc<Self>, req: Request<ClientBody>, conn: &Conn) -> Response<ProxyBody> {
         let path = req.uri().path().to_string();
         let Some(&(_, allowed)) = ENDPOINTS.iter().find(|(p, _)| *p == path) else {
             return error(StatusCode::NOT_FOUND, &format!("no endpoint {path}"));
@@ -122,7 +122,7 @@ impl Admin {
         &self,
         path: &str,
         body: serde_json::Map<String, Value>,
-        conn: Conn,
+        conn: &Conn,
     ) -> Response<ProxyBody> {
         let caller = Some(conn.peer);
         let reason = body

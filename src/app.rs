@@ -54,11 +54,11 @@ pub struct App {
 
 impl Handler for Proxy {
     // The pipeline's own future, not one wrapped around it: each layer is a copy per request.
-    fn call(
-        self: &Arc<Self>,
+    fn call<'a>(
+        self: &'a Arc<Self>,
         req: http::Request<crate::body::ClientBody>,
-        conn: Conn,
-    ) -> impl std::future::Future<Output = http::Response<crate::body::ProxyBody>> + Send {
+        conn: &'a Conn,
+    ) -> impl std::future::Future<Output = http::Response<crate::body::ProxyBody>> + Send + 'a {
         self.handle(req, conn)
     }
 }

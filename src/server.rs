@@ -22,13 +22,14 @@ use crate::h1;
 use crate::metrics::Metrics;
 use crate::proxy::Conn;
 
-/// What a listener serves.
+/// What a listener serves. `conn` by reference: it lives as long as its connection, and a
+/// clone per request (an `Arc` count up and down) is not free.
 pub trait Handler: Send + Sync + 'static {
-    fn call(
-        self: &Arc<Self>,
+    fn call<'a>(
+        self: &'a Arc<Self>,
         req: Request<ClientBody>,
-        conn: Conn,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send;
+        conn: &'a Conn,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'a;
 }
 
 pub struct ServeOptions {
@@ -266,7 +267,7 @@ where
             // Boxed, and freed when the exchange is done: hyper keeps the service's future for
             // the connection's whole life, so what it held inline an idle connection would hold
             // too. Our own HTTP/1 server holds it only while it runs, so it does not box.
-            let resp = Box::pin(handler.call(req.map(ClientBody::Hyper), conn)).await;
+            let resp = Box::pin(handler.call(req.map(ClientBody::Hyper), &conn)).await;
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 state.mark_upgraded();
             }

@@ -103,15 +103,7 @@ where
 
         let head_request = head.req.method() == Method::HEAD;
         let guard = state.begin();
-        let Some(resp) = answer(
-            &mut io,
-            &mut buf,
-            &handler,
-            head.req,
-            conn.clone(),
-            &settings,
-        )
-        .await
+        let Some(resp) = answer(&mut io, &mut buf, &handler, head.req, &conn, &settings).await
         else {
             // The client hung up before its answer: nobody to write to.
             return Ok(Ended::Closed);
@@ -153,7 +145,7 @@ async fn answer<I, H>(
     buf: &mut BytesMut,
     handler: &Arc<H>,
     req: http::Request<crate::body::ClientBody>,
-    conn: Conn,
+    conn: &Conn,
     settings: &Settings,
 ) -> Option<http::Response<ProxyBody>>
 where

@@ -13,6 +13,12 @@ use crate::body::ClientBody;
 
 /// As many request headers as hyper's server is set to take (`server::http1_settings`).
 const MAX_HEADERS: usize = 256;
+/// Headers whose places are kept on the stack; a head with more keeps them in a `Vec` (zeroing
+/// room for all 256 cost a 4 KiB `memset` per request).
+const SPANS_ON_STACK: usize = 32;
+
+/// Where a header's name and value sit in the head: name start and end, value start and end.
+type Span = (u32, u32, u32, u32);
 
 /// A request we serve ourselves.
 #[derive(Debug)]
@@ -46,8 +52,9 @@ struct Scan {
 /// Parses one request head off the front of `buf`.
 pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     // Where each header's name and value sit in the buffer, so the values can share it.
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let (len, method, target, count, scan) = {
+    let mut stack: [Span; SPANS_ON_STACK] = [(0, 0, 0, 0); SPANS_ON_STACK];
+    let mut heap: Vec<Span> = Vec::new();
+    let (len, method, target, spans, scan) = {
         let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
         let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -72,27 +79,27 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         let base = buf.as_ptr() as usize;
         let path = req.path.unwrap_or("");
         let p = (path.as_ptr() as usize - base) as u32;
+        let spans = if req.headers.len() <= SPANS_ON_STACK {
+            &mut stack[..req.headers.len()]
+        } else {
+            heap.resize(req.headers.len(), (0, 0, 0, 0));
+            &mut heap[..]
+        };
         for (span, h) in spans.iter_mut().zip(req.headers.iter()) {
             // Within the head, which is at most `max_head` long (well under 4 GiB).
             let n = (h.name.as_ptr() as usize - base) as u32;
             let v = (h.value.as_ptr() as usize - base) as u32;
             *span = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
         }
-        (
-            len,
-            method,
-            (p, p + path.len() as u32),
-            req.headers.len(),
-            scan,
-        )
+        (len, method, (p, p + path.len() as u32), &*spans, scan)
     };
     let bytes = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(bytes.slice(target.0 as usize..target.1 as usize)) else {
         return Parsed::HyperFrom(bytes);
     };
     // Room for the forwarded headers the pipeline adds: growing the map would move it.
-    let mut headers = reused_map(count + 6);
-    for &(n0, n1, v0, v1) in &spans[..count] {
+    let mut headers = reused_map(spans.len() + 6);
+    for &(n0, n1, v0, v1) in spans {
         let Some(name) = header_name(&bytes[n0 as usize..n1 as usize]) else {
             return Parsed::HyperFrom(bytes);
         };
@@ -229,6 +236,27 @@ mod tests {
         assert_eq!(head.req.headers()["host"], "x");
         assert!(head.close);
         assert_eq!(&buf[..], b"GET /next");
+    }
+
+    #[test]
+    fn a_head_with_more_headers_than_the_stack_keeps_is_whole() {
+        for n in [SPANS_ON_STACK, SPANS_ON_STACK + 1, 200] {
+            let mut head = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+            for i in 1..n {
+                head.push_str(&format!("X-H{i}: v{i}\r\n"));
+            }
+            head.push_str("\r\n");
+            let Parsed::Ours(got) = parsed(&head) else {
+                panic!("{n} headers: not ours")
+            };
+            let h = got.req.headers();
+            assert_eq!(h.len(), n, "{n} headers");
+            assert_eq!(h["host"], "x");
+            assert_eq!(
+                h[format!("x-h{}", n - 1).as_str()],
+                format!("v{}", n - 1).as_str()
+            );
+        }
     }
 
     #[test]

@@ -113,10 +113,11 @@ impl Proxy {
         let started = Instant::now();
         // The direct path keeps the deadline itself (a timer per upstream connection).
         let deadline = started + table.config.timeouts.request;
-        let pending = self
+        match self
             .direct
-            .request(&endpoint.authority, parts, started, deadline, raw);
-        match pending.await {
+            .request(&endpoint.authority, parts, started, deadline, raw)
+            .await
+        {
             Ok(resp) => {
                 pool.mark_ok(i);
                 Ok((resp.map(ProxyBody::Direct), started.elapsed()))

@@ -89,7 +89,7 @@ impl Proxy {
         })
     }
 
-    pub async fn handle(&self, req: Request<ClientBody>, conn: Conn) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<ClientBody>, conn: &Conn) -> Response<ProxyBody> {
         let Some(log) = &self.access_log else {
             // Not boxed here: hyper's server boxes the whole call (it keeps it for the
             // connection's life); ours holds it only while it runs.
@@ -117,7 +117,7 @@ impl Proxy {
     async fn serve(
         &self,
         mut req: Request<ClientBody>,
-        conn: Conn,
+        conn: &Conn,
         mut log: Option<&mut Entry>,
     ) -> Response<ProxyBody> {
         let table = self.router.load();
