@@ -44,7 +44,12 @@ pub struct Admin {
 }
 
 impl Handler for Admin {
-    async fn call(self: &Arc<Self>, req: Request<ClientBody>, conn: &Conn) -> Response<ProxyBody> {
+    async fn call(
+        self: &Arc<Self>,
+        req: Request<ClientBody>,
+        conn: &Conn,
+        _as_came: Option<bytes::Bytes>,
+    ) -> Response<ProxyBody> {
         let path = req.uri().path().to_string();
         let Some(&(_, allowed)) = ENDPOINTS.iter().find(|(p, _)| *p == path) else {
             return error(StatusCode::NOT_FOUND, &format!("no endpoint {path}"));

@@ -58,8 +58,9 @@ impl Handler for Proxy {
         self: &'a Arc<Self>,
         req: http::Request<crate::body::ClientBody>,
         conn: &'a Conn,
+        as_came: Option<bytes::Bytes>,
     ) -> impl std::future::Future<Output = http::Response<crate::body::ProxyBody>> + Send + 'a {
-        self.handle(req, conn)
+        self.handle(req, conn, as_came)
     }
 }
 

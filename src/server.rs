@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -25,10 +26,12 @@ use crate::proxy::Conn;
 /// What a listener serves. `conn` by reference: it lives as long as its connection, and a
 /// clone per request (an `Arc` count up and down) is not free.
 pub trait Handler: Send + Sync + 'static {
+    /// `as_came`: the request head as our HTTP/1 server read it, for a handler that can use it.
     fn call<'a>(
         self: &'a Arc<Self>,
         req: Request<ClientBody>,
         conn: &'a Conn,
+        as_came: Option<Bytes>,
     ) -> impl Future<Output = Response<ProxyBody>> + Send + 'a;
 }
 
@@ -267,7 +270,7 @@ where
             // Boxed, and freed when the exchange is done: hyper keeps the service's future for
             // the connection's whole life, so what it held inline an idle connection would hold
             // too. Our own HTTP/1 server holds it only while it runs, so it does not box.
-            let resp = Box::pin(handler.call(req.map(ClientBody::Hyper), &conn)).await;
+            let resp = Box::pin(handler.call(req.map(ClientBody::Hyper), &conn, None)).await;
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 state.mark_upgraded();
             }

@@ -11,6 +11,7 @@
 mod body;
 pub mod chunked;
 pub mod codec;
+pub mod forwarded;
 
 use std::future::Future;
 use std::io;
@@ -179,6 +180,7 @@ impl DirectClient {
         started: Instant,
         deadline: Instant,
         raw: bool,
+        as_came: Option<(&[u8], &crate::headers::Hop<'_>)>,
     ) -> Result<Response<DirectBody>, Failure> {
         let method = &parts.method;
         let idempotent = matches!(
@@ -198,6 +200,7 @@ impl DirectClient {
             head_request: *method == Method::HEAD,
             raw,
             deadline,
+            as_came,
         };
         let (mut pooled, slot) = self.idle.checkout(authority, started);
         if !idempotent {
@@ -315,6 +318,9 @@ struct Ask<'a> {
     raw: bool,
     /// When the response head must have arrived (`timeouts.request`).
     deadline: Instant,
+    /// The client's head as it came and the forwarded fields' facts: the upstream head is
+    /// written from these rather than from `headers` (`forwarded`).
+    as_came: Option<(&'a [u8], &'a crate::headers::Hop<'a>)>,
 }
 
 fn timed_out() -> Failure {
@@ -331,13 +337,23 @@ async fn exchange(mut conn: Conn, ask: &Ask<'_>) -> Result<(Conn, codec::Head), 
         conn.head = Vec::new();
     }
     conn.head.clear();
-    codec::write_head(
-        &mut conn.head,
-        ask.method,
-        ask.target,
-        ask.headers,
-        ask.authority,
-    );
+    match ask.as_came {
+        Some((head, hop)) => forwarded::write_head(
+            &mut conn.head,
+            ask.method,
+            ask.target,
+            head,
+            hop,
+            ask.authority,
+        ),
+        None => codec::write_head(
+            &mut conn.head,
+            ask.method,
+            ask.target,
+            ask.headers,
+            ask.authority,
+        ),
+    }
     conn.timer.as_mut().reset(ask.deadline.into());
     let parsed = {
         let Conn {

@@ -8,6 +8,7 @@
 //! handed over to hyper's server with the bytes already read, and hyper serves the rest of the
 //! connection: every refusal and every streaming rule keeps one source.
 
+pub mod fields;
 pub mod request;
 pub mod response;
 mod rewind;
@@ -103,7 +104,10 @@ where
 
         let head_request = head.req.method() == Method::HEAD;
         let guard = state.begin();
-        let Some(resp) = answer(&mut io, &mut buf, &handler, head.req, &conn, &settings).await
+        let Some(resp) = answer(
+            &mut io, &mut buf, &handler, head.req, head.raw, &conn, &settings,
+        )
+        .await
         else {
             // The client hung up before its answer: nobody to write to.
             return Ok(Ended::Closed);
@@ -145,6 +149,7 @@ async fn answer<I, H>(
     buf: &mut BytesMut,
     handler: &Arc<H>,
     req: http::Request<crate::body::ClientBody>,
+    as_came: Bytes,
     conn: &Conn,
     settings: &Settings,
 ) -> Option<http::Response<ProxyBody>>
@@ -152,7 +157,7 @@ where
     I: AsyncRead + Unpin,
     H: Handler,
 {
-    let mut call = std::pin::pin!(handler.call(req, conn));
+    let mut call = std::pin::pin!(handler.call(req, conn, Some(as_came)));
     poll_fn(|cx| {
         if let Poll::Ready(resp) = call.as_mut().poll(cx) {
             return Poll::Ready(Some(resp));

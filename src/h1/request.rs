@@ -28,6 +28,9 @@ pub struct Head {
     pub close: bool,
     /// The client takes trailers (`TE: trailers`): a chunked answer may carry them.
     pub trailers: bool,
+    /// The head as it came (request line and fields): the direct path writes its fields on
+    /// without going through the header map (`direct::forwarded`).
+    pub raw: Bytes,
 }
 
 // Returned once per request and unpacked at once: boxing the head would cost an allocation.
@@ -119,6 +122,7 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         req,
         close: scan.close,
         trailers: scan.trailers,
+        raw: bytes,
     })
 }
 

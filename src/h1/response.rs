@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, StatusCode};
 
+use super::fields::{copy_kept, Keep};
 use crate::direct::RawHead;
 use crate::headers::{X_DEPLOYMENT_COHORT, X_DEPLOYMENT_VERSION};
 
@@ -73,12 +74,14 @@ pub fn write_head(
         if let Some(ours) = &raw.ours {
             out.extend_from_slice(ours);
         }
-        let skip = Skip {
+        let mut skip = Skip {
             map: headers,
             ours: raw.ours.is_some(),
             framing,
+            dated: false,
         };
-        dated |= write_raw_fields(out, &raw.upstream, &skip);
+        copy_kept(out, &raw.upstream, &mut skip);
+        dated |= skip.dated;
     }
     match framing {
         Framing::None => {}
@@ -108,100 +111,27 @@ struct Skip<'a> {
     ours: bool,
     /// With a body, the framing fields are ours.
     framing: Framing,
+    /// A `date` field went on.
+    dated: bool,
 }
 
-impl Skip<'_> {
-    fn skips(&self, name: &[u8]) -> bool {
-        (self.framing != Framing::None && name.eq_ignore_ascii_case(b"content-length"))
+impl<'r> Keep<'r> for Skip<'_> {
+    fn keep(&mut self, name: &'r [u8], _value: &'r [u8]) -> bool {
+        let skips = (self.framing != Framing::None && name.eq_ignore_ascii_case(b"content-length"))
             || (self.ours
                 && (name.eq_ignore_ascii_case(X_DEPLOYMENT_COHORT.as_str().as_bytes())
                     || name.eq_ignore_ascii_case(X_DEPLOYMENT_VERSION.as_str().as_bytes())))
             || self
                 .map
                 .keys()
-                .any(|k| name.eq_ignore_ascii_case(k.as_str().as_bytes()))
+                .any(|k| name.eq_ignore_ascii_case(k.as_str().as_bytes()));
+        self.dated |= !skips && name.eq_ignore_ascii_case(b"date");
+        !skips
     }
-}
 
-/// Copies the fields of `raw` that go on into `out`; returns whether one was `date`.
-fn write_raw_fields(out: &mut Vec<u8>, raw: &[u8], skip: &Skip<'_>) -> bool {
-    let start = out.len();
-    if let Some(dated) = copy_fields(out, raw, skip, None) {
-        return dated;
+    fn restart(&mut self) {
+        self.dated = false;
     }
-    // A `Connection` header lists field names, which go too (rare: it usually lists options).
-    out.truncate(start);
-    copy_fields(out, raw, skip, Some(raw)).unwrap_or(false)
-}
-
-/// One pass over the head's lines (`httparse` has checked them: `name: value`, ending in CRLF
-/// or LF), copying runs of kept lines whole. `listed`: the head whose `Connection` lists names
-/// to drop; without it, finding such a list gives `None`.
-fn copy_fields(
-    out: &mut Vec<u8>,
-    raw: &[u8],
-    skip: &Skip<'_>,
-    listed: Option<&[u8]>,
-) -> Option<bool> {
-    let mut dated = false;
-    // Skip the status line.
-    let mut at = memchr::memchr(b'\n', raw)? + 1;
-    let mut run = at;
-    loop {
-        let end = at + memchr::memchr(b'\n', &raw[at..])?;
-        let line = &raw[at..end];
-        let crlf = line.ends_with(b"\r");
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            out.extend_from_slice(&raw[run..at]);
-            return Some(dated);
-        }
-        let colon = memchr::memchr(b':', line).unwrap_or(line.len());
-        let (name, value) = (&line[..colon], line.get(colon + 1..).unwrap_or_default());
-        let keep = if crate::headers::is_hop_by_hop(name) {
-            if name.eq_ignore_ascii_case(b"connection")
-                && listed.is_none()
-                && connection_names(value).any(|t| {
-                    !t.is_empty()
-                        && !t.eq_ignore_ascii_case(b"keep-alive")
-                        && !t.eq_ignore_ascii_case(b"close")
-                })
-            {
-                return None;
-            }
-            false
-        } else if skip.skips(name) {
-            false
-        } else {
-            dated |= name.eq_ignore_ascii_case(b"date");
-            !listed.is_some_and(|head| in_connection(head, name))
-        };
-        if !keep {
-            out.extend_from_slice(&raw[run..at]);
-            run = end + 1;
-        } else if !crlf {
-            // A bare LF ends the line on the way in; ours end in CRLF.
-            out.extend_from_slice(&raw[run..end]);
-            out.extend_from_slice(b"\r\n");
-            run = end + 1;
-        }
-        at = end + 1;
-    }
-}
-
-/// Whether a `Connection` field of `head` lists `name`.
-fn in_connection(head: &[u8], name: &[u8]) -> bool {
-    head.split(|&b| b == b'\n').skip(1).any(|line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let colon = line.iter().position(|&b| b == b':').unwrap_or(line.len());
-        line[..colon].eq_ignore_ascii_case(b"connection")
-            && connection_names(line.get(colon + 1..).unwrap_or_default())
-                .any(|t| t.eq_ignore_ascii_case(name))
-    })
-}
-
-fn connection_names(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    v.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
 /// The start of one chunk of `len` bytes.

@@ -12,19 +12,40 @@ use super::{Proxy, Trace};
 use crate::body::{BodyWatch, ClientBody, ProxyBody, UpstreamBody};
 use crate::direct::DirectClient;
 use crate::error::{Blame, ExchangeError};
+use crate::headers::{self, Hop};
 use crate::routing::RoutingTable;
 use crate::upstream::Pool;
 
 /// Which client carries an exchange upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Carrier {
+#[derive(Clone, Copy)]
+pub(super) enum Carrier<'a> {
     /// hyper's HTTP/1.1 client: requests with a body, upgrades, `https://` endpoints.
     H1,
     /// hyper's HTTP/2 client: gRPC.
     H2,
     /// Our own HTTP/1.1 path, where the request and endpoint allow it (`direct`).
     /// `raw_head`: the client's server writes the upstream's head as it came (`h1`).
-    Direct { raw_head: bool },
+    /// `as_came`: the client's head as it came, its hop-by-hop and forwarded fields not yet
+    /// dealt with in the map: the direct path writes the upstream head from it.
+    Direct {
+        raw_head: bool,
+        as_came: Option<AsCame<'a>>,
+    },
+}
+
+/// A request head as our HTTP/1 server read it, and what its forwarded fields need.
+#[derive(Clone, Copy)]
+pub(super) struct AsCame<'a> {
+    pub head: &'a [u8],
+    pub hop: &'a Hop<'a>,
+}
+
+impl AsCame<'_> {
+    /// Deals with the hop-by-hop and forwarded fields in the map, for a client that needs it.
+    fn into_map(self, parts: &mut http::request::Parts) {
+        headers::strip_hop_by_hop(&mut parts.headers);
+        headers::to_upstream(&mut parts.headers, self.hop);
+    }
 }
 
 /// A response whose head came raw has an empty map, which the proxy's own headers then fill:
@@ -60,14 +81,17 @@ impl Proxy {
         pool: &Pool,
         parts: &mut http::request::Parts,
         body: ClientBody,
-        carrier: Carrier,
+        carrier: Carrier<'_>,
         trace: &mut Trace,
     ) -> Outcome {
         let first = pool.pick(None);
         trace.endpoint = Some(first);
         // Only a request without a body takes the direct path: a streamed request body (its
         // stall and abort watch, its retry rules) stays with hyper's client.
-        let raw = matches!(carrier, Carrier::Direct { raw_head: true });
+        let (raw, as_came) = match carrier {
+            Carrier::Direct { raw_head, as_came } => (raw_head, as_came),
+            _ => (false, None),
+        };
         let direct = matches!(carrier, Carrier::Direct { .. }) && body.is_end_stream();
         if !(direct && self.goes_direct(pool, first, parts)) {
             // Boxed: the common path's future (kept by hyper for the connection's whole life)
@@ -76,11 +100,16 @@ impl Proxy {
                 Carrier::Direct { .. } => Carrier::H1,
                 c => c,
             };
+            if let Some(a) = as_came {
+                a.into_map(parts);
+            }
             let parts = take_parts(parts);
             return Box::pin(self.forward_hyper(table, pool, first, parts, body, carrier, trace))
                 .await;
         }
-        let mut result = self.attempt_direct(table, pool, first, parts, raw).await;
+        let mut result = self
+            .attempt_direct(table, pool, first, parts, raw, as_came)
+            .await;
         if !matches!(result, Err((ExchangeError::Connect, _))) || pool.endpoints.len() == 1 {
             lend_map(&mut result, parts);
             return result;
@@ -89,9 +118,14 @@ impl Proxy {
         let second = pool.pick(Some(first));
         trace.endpoint = Some(second);
         if self.goes_direct(pool, second, parts) {
-            let mut result = self.attempt_direct(table, pool, second, parts, raw).await;
+            let mut result = self
+                .attempt_direct(table, pool, second, parts, raw, as_came)
+                .await;
             lend_map(&mut result, parts);
             return result;
+        }
+        if let Some(a) = as_came {
+            a.into_map(parts);
         }
         let attempt = self.attempt(table, pool, second, take_parts(parts), None, Carrier::H1);
         Box::pin(attempt).await
@@ -108,6 +142,7 @@ impl Proxy {
         i: usize,
         parts: &http::request::Parts,
         raw: bool,
+        as_came: Option<AsCame<'_>>,
     ) -> Outcome {
         let endpoint = &pool.endpoints[i].config;
         let started = Instant::now();
@@ -115,7 +150,14 @@ impl Proxy {
         let deadline = started + table.config.timeouts.request;
         match self
             .direct
-            .request(&endpoint.authority, parts, started, deadline, raw)
+            .request(
+                &endpoint.authority,
+                parts,
+                started,
+                deadline,
+                raw,
+                as_came.map(|a| (a.head, a.hop)),
+            )
             .await
         {
             Ok(resp) => {
@@ -135,7 +177,7 @@ impl Proxy {
         first: usize,
         parts: http::request::Parts,
         body: ClientBody,
-        carrier: Carrier,
+        carrier: Carrier<'_>,
         trace: &mut Trace,
     ) -> Outcome {
         let watch = body.into_stream().map(BodyWatch::new);
@@ -177,7 +219,7 @@ impl Proxy {
         i: usize,
         mut parts: http::request::Parts,
         watch: Option<&Arc<BodyWatch>>,
-        carrier: Carrier,
+        carrier: Carrier<'_>,
     ) -> Outcome {
         let endpoint = &pool.endpoints[i].config;
         let timeout = table.config.timeouts.request;
@@ -194,7 +236,7 @@ impl Proxy {
             Err(_) => return Err((ExchangeError::Protocol, std::time::Duration::ZERO)),
         };
         // gRPC goes over HTTP/2 (h2c): it needs trailers and streams; the rest over HTTP/1.1.
-        let grpc = carrier == Carrier::H2;
+        let grpc = matches!(carrier, Carrier::H2);
         parts.version = if grpc {
             Version::HTTP_2
         } else {

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{TE, UPGRADE};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 
@@ -21,7 +22,7 @@ use crate::tunnel;
 
 mod forward;
 use crate::upstream::{Pool, UpstreamClient};
-use forward::Carrier;
+use forward::{AsCame, Carrier};
 
 /// What the forwarding step learned, for the access log.
 #[derive(Default)]
@@ -89,11 +90,17 @@ impl Proxy {
         })
     }
 
-    pub async fn handle(&self, req: Request<ClientBody>, conn: &Conn) -> Response<ProxyBody> {
+    /// `as_came`: the request head as our HTTP/1 server read it (`h1::request::Head::raw`).
+    pub async fn handle(
+        &self,
+        req: Request<ClientBody>,
+        conn: &Conn,
+        as_came: Option<Bytes>,
+    ) -> Response<ProxyBody> {
         let Some(log) = &self.access_log else {
             // Not boxed here: hyper's server boxes the whole call (it keeps it for the
             // connection's life); ours holds it only while it runs.
-            return self.serve(req, conn, None).await;
+            return self.serve(req, conn, as_came, None).await;
         };
         let mut entry = Entry {
             time: crate::control::now_rfc3339(),
@@ -109,7 +116,7 @@ impl Proxy {
             bytes_out: 0,
             identity_source: None,
         };
-        let resp = self.serve(req, conn, Some(&mut entry)).await;
+        let resp = self.serve(req, conn, as_came, Some(&mut entry)).await;
         entry.status = resp.status().as_u16();
         resp.map(|body| log.wrap(body, entry))
     }
@@ -118,6 +125,7 @@ impl Proxy {
         &self,
         mut req: Request<ClientBody>,
         conn: &Conn,
+        as_came: Option<Bytes>,
         mut log: Option<&mut Entry>,
     ) -> Response<ProxyBody> {
         let table = self.router.load();
@@ -155,7 +163,6 @@ impl Proxy {
             .headers
             .get(TE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-        headers::strip_hop_by_hop(&mut parts.headers);
         let hop = Hop {
             peer: &conn.forwarded_for,
             peer_trusted: !trusted.is_empty() && trusted.iter().any(|n| n.contains(&peer)),
@@ -163,7 +170,17 @@ impl Proxy {
             authority: authority.as_ref(),
             cohort: &table.cohort_headers[cohort.index()],
         };
-        headers::to_upstream(&mut parts.headers, &hop);
+        // Upgrades and gRPC need hyper's client; so do bodies (see `forward`). A head as it
+        // came goes to the direct path as it is; its fields reach the map only if it is not
+        // taken after all.
+        let as_came = as_came
+            .as_ref()
+            .filter(|_| !grpc && upgrade.is_none())
+            .map(|head| AsCame { head, hop: &hop });
+        if as_came.is_none() {
+            headers::strip_hop_by_hop(&mut parts.headers);
+            headers::to_upstream(&mut parts.headers, &hop);
+        }
         if let Some(u) = &upgrade {
             tunnel::ask(&mut parts.headers, u);
         }
@@ -175,12 +192,12 @@ impl Proxy {
         }
 
         let mut trace = Trace::default();
-        // Upgrades and gRPC need hyper's client; so do bodies (see `forward`).
         let carrier = match (grpc, &upgrade) {
             (true, _) => Carrier::H2,
             (false, Some(_)) => Carrier::H1,
             (false, None) => Carrier::Direct {
                 raw_head: conn.raw_heads,
+                as_came,
             },
         };
         let outcome = self
