@@ -67,7 +67,8 @@ pub struct Conn {
     timer: Pin<Box<Sleep>>,
 }
 
-/// One endpoint's idle connections, each with when it went idle.
+/// One endpoint's idle connections, each with when it idles out (compared, not subtracted:
+/// a `Duration` from two instants is checked arithmetic, several times per request).
 type Idle = Vec<(Conn, Instant)>;
 
 /// One worker's idle upstream connections, a slot per endpoint authority ever used (never
@@ -86,7 +87,12 @@ impl IdleSet {
         let Ok(mut slots) = self.slots.lock() else {
             return (None, usize::MAX);
         };
-        let slot = match slots.iter().position(|(a, _)| a == authority) {
+        // Exact bytes: `Authority`'s own `==` ignores case, a byte at a time, on every request;
+        // the same endpoint is always spelled the same (it comes from the config).
+        let slot = match slots
+            .iter()
+            .position(|(a, _)| a.as_str() == authority.as_str())
+        {
             Some(i) => i,
             None => {
                 slots.push((authority.clone(), Vec::new()));
@@ -94,10 +100,10 @@ impl IdleSet {
             }
         };
         let conns = &mut slots[slot].1;
-        let Some((conn, since)) = conns.pop() else {
+        let Some((conn, expires)) = conns.pop() else {
             return (None, slot);
         };
-        if now.saturating_duration_since(since) >= self.timeout {
+        if now >= expires {
             // The newest is stale, so are the older ones.
             conns.clear();
             return (None, slot);
@@ -118,13 +124,13 @@ impl IdleSet {
         for (_, conns) in slots.iter_mut() {
             let stale = conns
                 .iter()
-                .take_while(|(_, since)| now.saturating_duration_since(*since) >= self.timeout)
+                .take_while(|(_, expires)| now >= *expires)
                 .count();
             conns.drain(..stale);
         }
         if let Some((_, conns)) = slots.get_mut(slot) {
             if conns.len() < MAX_IDLE {
-                conns.push((conn, now));
+                conns.push((conn, now + self.timeout));
             }
         }
     }
@@ -155,7 +161,8 @@ impl DirectClient {
         DirectClient {
             idle: Arc::new(IdleSet {
                 slots: Mutex::new(Vec::new()),
-                timeout: idle_timeout,
+                // Bounded so that an instant plus it cannot overflow.
+                timeout: idle_timeout.min(Duration::from_secs(100 * 365 * 86_400)),
             }),
             connect_timeout,
         }
