@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use canary_proxy::cohort::{assign, Cohort, CohortHasher};
 use canary_proxy::config::EndpointConfig;
+use canary_proxy::fields::Fields;
 use canary_proxy::identity::{client_ip, identify, IdentitySource, IpText};
 use canary_proxy::metrics::Metrics;
 use canary_proxy::recorder::{Exchange, Recorder};
@@ -75,15 +76,31 @@ fn cohort(c: &mut Criterion) {
     let pool = pool(4);
     c.bench_function("identify+assign (cookie source)", |b| {
         b.iter(|| {
-            let ip = IpText::new(client_ip(peer, black_box(&h), &[]));
-            let (_, id) = identify(&src, &h, &ip).unwrap();
+            let fields = Fields::Map(black_box(&h));
+            let ip = IpText::new(client_ip(peer, fields, &[]));
+            let (_, id) = identify(&src, fields, &ip).unwrap();
+            assign(hasher.place(id).bucket, 50_000)
+        })
+    });
+    // The same head as our HTTP/1 server hands it over: no header map.
+    let head = b"GET / HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nAccept: text/html,application/xhtml+xml\r\nCookie: theme=dark; session_id=8f14e45fceea167a5a36dedd4bea2543; lang=en\r\n\r\n";
+    let spans = canary_proxy::fields::index(head).unwrap();
+    c.bench_function("identify+assign (cookie source, head as it came)", |b| {
+        b.iter(|| {
+            let fields = Fields::AsCame {
+                head: black_box(&head[..]),
+                spans: &spans,
+            };
+            let ip = IpText::new(client_ip(peer, fields, &[]));
+            let (_, id) = identify(&src, fields, &ip).unwrap();
             assign(hasher.place(id).bucket, 50_000)
         })
     });
     c.bench_function("identify+assign+pick endpoint", |b| {
         b.iter(|| {
-            let ip = IpText::new(client_ip(peer, black_box(&h), &[]));
-            let (_, id) = identify(&src, &h, &ip).unwrap();
+            let fields = Fields::Map(black_box(&h));
+            let ip = IpText::new(client_ip(peer, fields, &[]));
+            let (_, id) = identify(&src, fields, &ip).unwrap();
             let cohort = assign(hasher.place(id).bucket, 50_000);
             (cohort, pool.pick(None))
         })
@@ -257,15 +274,26 @@ fn h1(c: &mut Criterion) {
     use canary_proxy::h1::request::{parse, recycle, Parsed};
     use canary_proxy::h1::response::{write_head, Framing};
     let head: &[u8] = b"GET /checkout/cart?step=2 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nAccept: text/html,application/xhtml+xml\r\nAccept-Language: en-GB,en;q=0.9\r\nCookie: session_id=abc123; theme=dark\r\nX-User-Id: 42\r\n\r\n";
-    c.bench_function("h1: parse a request head (6 fields)", |b| {
+    let mut spans = Vec::new();
+    c.bench_function("h1: parse a request head (6 fields) into a map", |b| {
         b.iter(|| {
             let mut buf = BytesMut::from(black_box(head));
-            match parse(&mut buf, 8192) {
+            match parse(&mut buf, 8192, &mut spans, true) {
                 Parsed::Ours(h) => {
                     let n = h.req.headers().len();
                     recycle(h.req.into_parts().0.headers);
                     n
                 }
+                _ => unreachable!("a plain GET is ours"),
+            }
+        })
+    });
+    // As the proxy takes it: the fields stay where they came (`fields::Fields::AsCame`).
+    c.bench_function("h1: parse a request head (6 fields) as it came", |b| {
+        b.iter(|| {
+            let mut buf = BytesMut::from(black_box(head));
+            match parse(&mut buf, 8192, &mut spans, false) {
+                Parsed::Ours(h) => h.raw.len(),
                 _ => unreachable!("a plain GET is ours"),
             }
         })

@@ -48,7 +48,7 @@ impl Handler for Admin {
         self: &Arc<Self>,
         req: Request<ClientBody>,
         conn: &Conn,
-        _as_came: Option<bytes::Bytes>,
+        _as_came: Option<crate::fields::RequestHead<'_>>,
     ) -> Response<ProxyBody> {
         let path = req.uri().path().to_string();
         let Some(&(_, allowed)) = ENDPOINTS.iter().find(|(p, _)| *p == path) else {

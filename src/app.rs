@@ -53,12 +53,14 @@ pub struct App {
 }
 
 impl Handler for Proxy {
+    const AS_CAME: bool = true;
+
     // The pipeline's own future, not one wrapped around it: each layer is a copy per request.
     fn call<'a>(
         self: &'a Arc<Self>,
         req: http::Request<crate::body::ClientBody>,
         conn: &'a Conn,
-        as_came: Option<bytes::Bytes>,
+        as_came: Option<crate::fields::RequestHead<'a>>,
     ) -> impl std::future::Future<Output = http::Response<crate::body::ProxyBody>> + Send + 'a {
         self.handle(req, conn, as_came)
     }

@@ -6,6 +6,7 @@ use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{Request, StatusCode, Version};
 
 use crate::config::Limits;
+use crate::fields::{text, Fields};
 
 /// (reason label, status, one-line body).
 pub type Rejection = (&'static str, StatusCode, &'static str);
@@ -15,17 +16,14 @@ fn reject(reason: &'static str, status: StatusCode, msg: &'static str) -> Result
 }
 
 /// The size of the request head as it came: request line and header lines.
-pub fn head_bytes<B>(req: &Request<B>) -> usize {
+pub fn head_bytes<B>(req: &Request<B>, fields: Fields<'_>) -> usize {
     let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
     let line = req.method().as_str().len() + target + 12;
-    req.headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum::<usize>()
-        + line
+    fields.size() + line
 }
 
-pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), Rejection> {
+/// `fields`: the request's own (its map, or its head as it came).
+pub fn check<B>(req: &Request<B>, fields: Fields<'_>, limits: &Limits) -> Result<(), Rejection> {
     let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if target > limits.max_uri_bytes {
         return reject(
@@ -34,7 +32,7 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), Rejection> {
             "uri too long: the request target is over the limit\n",
         );
     }
-    if head_bytes(req) > limits.max_header_bytes {
+    if head_bytes(req, fields) > limits.max_header_bytes {
         return reject(
             "headers_too_large",
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -42,8 +40,7 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), Rejection> {
         );
     }
 
-    let headers = req.headers();
-    let mut hosts = headers.get_all(HOST).iter();
+    let mut hosts = fields.all(&HOST);
     let host = hosts.next();
     if hosts.next().is_some() {
         return reject(
@@ -60,7 +57,7 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), Rejection> {
                 "bad request: missing Host header\n",
             );
         }
-        (Some(h), Some(a)) if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) => {
+        (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a.as_str().as_bytes()) => {
             return reject(
                 "bad_request",
                 StatusCode::BAD_REQUEST,
@@ -69,8 +66,7 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), Rejection> {
         }
         (Some(h), _)
             if h.is_empty()
-                || h.as_bytes()
-                    .iter()
+                || h.iter()
                     .any(|b| b.is_ascii_whitespace() || *b == b'/' || *b == b'@') =>
         {
             return reject(
@@ -86,8 +82,8 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), Rejection> {
     // is one `chunked`; anything else would change meaning if dropped.
     let mut codings = 0;
     let mut chunked = 0;
-    for v in headers.get_all(TRANSFER_ENCODING) {
-        let Ok(text) = v.to_str() else {
+    for v in fields.all(&TRANSFER_ENCODING) {
+        let Some(text) = text(v) else {
             return reject(
                 "bad_request",
                 StatusCode::BAD_REQUEST,
@@ -108,7 +104,7 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), Rejection> {
         }
     }
     if codings > 0 {
-        if headers.contains_key(CONTENT_LENGTH) {
+        if fields.get(&CONTENT_LENGTH).is_some() {
             return reject(
                 "bad_request",
                 StatusCode::BAD_REQUEST,
@@ -130,12 +126,10 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), Rejection> {
             );
         }
     }
-    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    let mut lengths = fields.all(&CONTENT_LENGTH);
     if let Some(first) = lengths.next() {
         if lengths.any(|v| v != first)
-            || first
-                .to_str()
-                .ok()
+            || text(first)
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .is_none()
         {
@@ -163,8 +157,28 @@ mod tests {
 
     fn check_one(build: http::request::Builder, expected: Option<u16>) {
         let req = build.body(()).unwrap();
-        let got = check(&req, &limits()).err().map(|(_, s, _)| s.as_u16());
+        let got = check(&req, Fields::Map(req.headers()), &limits())
+            .err()
+            .map(|(_, s, _)| s.as_u16());
         assert_eq!(got, expected, "{req:?}");
+        // The same fields as a head as it came are judged alike.
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        for (k, v) in req.headers() {
+            head.extend_from_slice(k.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(v.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        let spans = crate::fields::index(&head).unwrap();
+        let raw = Fields::AsCame {
+            head: &head,
+            spans: &spans,
+        };
+        let got = check(&req, raw, &limits())
+            .err()
+            .map(|(_, s, _)| s.as_u16());
+        assert_eq!(got, expected, "as it came: {req:?}");
     }
 
     #[test]

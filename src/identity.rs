@@ -7,7 +7,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{HeaderMap, HeaderName, COOKIE};
+use http::header::{HeaderName, COOKIE};
+
+use crate::fields::Fields;
 use ipnet::IpNet;
 
 pub use crate::ip_text::IpText;
@@ -99,15 +101,15 @@ fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
 /// The client's IP: the peer, unless the peer is a trusted proxy; then the right-most
 /// `X-Forwarded-For` entry that is not itself trusted (the left-most when all are trusted).
 /// An entry that is not an IP ends the walk at the last address we could believe.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+pub fn client_ip(peer: IpAddr, fields: Fields<'_>, trusted: &[IpNet]) -> IpAddr {
     let peer = peer.to_canonical();
     if trusted.is_empty() || !is_trusted(peer, trusted) {
         return peer;
     }
     let mut believed = peer;
     // Several X-Forwarded-For headers form one list, in order; walk it from the right.
-    for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
-        let Ok(text) = value.to_str() else {
+    for value in fields.all(&X_FORWARDED_FOR).rev() {
+        let Some(text) = crate::fields::text(value) else {
             return believed;
         };
         for entry in text.rsplit(',') {
@@ -127,9 +129,9 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers, if present and non-empty.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
-    for value in headers.get_all(COOKIE) {
-        for pair in value.as_bytes().split(|&b| b == b';') {
+pub fn cookie<'a>(fields: Fields<'a>, name: &str) -> Option<&'a [u8]> {
+    for value in fields.all(&COOKIE) {
+        for pair in value.split(|&b| b == b';') {
             let pair = pair.trim_ascii();
             let Some(eq) = pair.iter().position(|&b| b == b'=') else {
                 continue;
@@ -147,21 +149,21 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 
 /// The first source present and non-empty. `ip` is always present.
 pub fn identify<'a>(
-    sources: &[IdentitySource],
-    headers: &'a HeaderMap,
+    sources: &'a [IdentitySource],
+    fields: Fields<'a>,
     ip: &'a IpText,
 ) -> Option<(SourceKind, &'a [u8])> {
     for source in sources {
         match source {
             IdentitySource::Header(name) => {
-                if let Some(v) = headers.get(name) {
-                    if !v.as_bytes().is_empty() {
-                        return Some((SourceKind::Header, v.as_bytes()));
+                if let Some(v) = fields.get(name) {
+                    if !v.is_empty() {
+                        return Some((SourceKind::Header, v));
                     }
                 }
             }
             IdentitySource::Cookie(name) => {
-                if let Some(v) = cookie(headers, name) {
+                if let Some(v) = cookie(fields, name) {
                     return Some((SourceKind::Cookie, v));
                 }
             }
@@ -174,6 +176,7 @@ pub fn identify<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -186,22 +189,36 @@ mod tests {
         h
     }
 
+    /// The same fields as a head as it came: names in another case, blanks around values.
+    fn as_came(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        for (k, v) in pairs {
+            head.extend_from_slice(format!("{}:  {v} \r\n", k.to_uppercase()).as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        head
+    }
+
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|s| s.parse().unwrap()).collect()
     }
 
     fn check_ip(peer: &str, xff: &[&str], trusted: &[&str], expected: &str) {
-        let h = headers(
-            &xff.iter()
-                .map(|v| ("x-forwarded-for", *v))
-                .collect::<Vec<_>>(),
-        );
-        let got = client_ip(peer.parse().unwrap(), &h, &nets(trusted));
-        assert_eq!(
-            got.to_string(),
-            expected,
-            "peer {peer} xff {xff:?} trusted {trusted:?}"
-        );
+        let pairs: Vec<_> = xff.iter().map(|v| ("x-forwarded-for", *v)).collect();
+        let (h, head) = (headers(&pairs), as_came(&pairs));
+        let spans = crate::fields::index(&head).unwrap();
+        let raw = Fields::AsCame {
+            head: &head,
+            spans: &spans,
+        };
+        for fields in [Fields::Map(&h), raw] {
+            let got = client_ip(peer.parse().unwrap(), fields, &nets(trusted));
+            assert_eq!(
+                got.to_string(),
+                expected,
+                "peer {peer} xff {xff:?} trusted {trusted:?}"
+            );
+        }
     }
 
     #[test]
@@ -259,10 +276,18 @@ mod tests {
             .iter()
             .map(|s| IdentitySource::parse(s).unwrap())
             .collect();
-        let h = headers(pairs);
+        let (h, head) = (headers(pairs), as_came(pairs));
         let ip = IpText::new("203.0.113.7".parse().unwrap());
-        let got = identify(&sources, &h, &ip).map(|(k, v)| (k, std::str::from_utf8(v).unwrap()));
-        assert_eq!(got, expected, "sources {sources:?} headers {pairs:?}");
+        let spans = crate::fields::index(&head).unwrap();
+        let raw = Fields::AsCame {
+            head: &head,
+            spans: &spans,
+        };
+        for fields in [Fields::Map(&h), raw] {
+            let got =
+                identify(&sources, fields, &ip).map(|(k, v)| (k, std::str::from_utf8(v).unwrap()));
+            assert_eq!(got, expected, "sources {sources:?} headers {pairs:?}");
+        }
     }
 
     #[test]

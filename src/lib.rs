@@ -18,6 +18,7 @@ pub mod demo;
 pub mod direct;
 pub mod drain;
 pub mod error;
+pub mod fields;
 pub mod fleet;
 pub mod h1;
 pub mod headers;

@@ -8,7 +8,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,6 +18,7 @@ use tokio::sync::Semaphore;
 use crate::body::{ClientBody, ProxyBody};
 use crate::conn::{ConnState, GuardedIo, InflightGuard};
 use crate::drain::{Drainer, Watch};
+use crate::fields::RequestHead;
 use crate::h1;
 use crate::metrics::Metrics;
 use crate::proxy::Conn;
@@ -26,12 +26,16 @@ use crate::proxy::Conn;
 /// What a listener serves. `conn` by reference: it lives as long as its connection, and a
 /// clone per request (an `Arc` count up and down) is not free.
 pub trait Handler: Send + Sync + 'static {
+    /// Reads a request's fields from `as_came` when given one, not from the request's map:
+    /// our HTTP/1 server then builds no map at all (`fields::Fields`).
+    const AS_CAME: bool = false;
+
     /// `as_came`: the request head as our HTTP/1 server read it, for a handler that can use it.
     fn call<'a>(
         self: &'a Arc<Self>,
         req: Request<ClientBody>,
         conn: &'a Conn,
-        as_came: Option<Bytes>,
+        as_came: Option<RequestHead<'a>>,
     ) -> impl Future<Output = Response<ProxyBody>> + Send + 'a;
 }
 
@@ -286,6 +290,7 @@ where
             let flag = AtomicBool::new(false);
             let settings = h1::Settings {
                 max_head: shared.max_head,
+                as_came: H::AS_CAME,
             };
             let handler = shared.handler.clone();
             let ours = Conn {

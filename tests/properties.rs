@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use canary_proxy::config::Config;
+use canary_proxy::fields::Fields;
 use canary_proxy::identity::{client_ip, cookie, identify, IdentitySource, IpText};
 use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
@@ -11,6 +12,19 @@ use proptest::prelude::*;
 
 fn parse(toml: &str) -> Result<Config, canary_proxy::config::ConfigError> {
     Config::from_toml_str(toml, "prop.toml", std::path::Path::new("/tmp"), &|_| None)
+}
+
+/// The fields of `h` as a head our HTTP/1 server would hand over (no header map).
+fn as_came(h: &HeaderMap) -> Vec<u8> {
+    let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+    for (k, v) in h {
+        head.extend_from_slice(k.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(v.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
 }
 
 const STABLE: &str = "[stable]\nendpoints = [\"http://127.0.0.1:1\"]\n";
@@ -70,7 +84,9 @@ proptest! {
             }
         }
         let model = jar.iter().find(|(k, v)| *k == name && !v.is_empty()).map(|(_, v)| v.as_bytes().to_vec());
-        prop_assert_eq!(cookie(&h, &name).map(|v| v.to_vec()), model);
+        prop_assert_eq!(cookie(Fields::Map(&h), &name).map(|v| v.to_vec()), model.clone());
+        let head = as_came(&h);
+        prop_assert_eq!(cookie(Fields::AsCame { head: &head, spans: &canary_proxy::fields::index(&head).unwrap() }, &name).map(|v| v.to_vec()), model);
     }
 
     /// Sources are tried in order; the first present and non-empty wins; `ip` always answers.
@@ -84,8 +100,7 @@ proptest! {
         h.insert("x-user-id", HeaderValue::from_str(&user).unwrap());
         h.insert("cookie", HeaderValue::from_str(&format!("sid={sid}")).unwrap());
         let ip = IpText::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
-        let got = identify(&sources, &h, &ip).map(|(_, v)| v.to_vec());
-        let model = if !user.is_empty() {
+        let model = |user: &str| if !user.is_empty() {
             Some(user.as_bytes().to_vec())
         } else if !sid.is_empty() {
             Some(sid.as_bytes().to_vec())
@@ -94,7 +109,13 @@ proptest! {
         } else {
             None
         };
-        prop_assert_eq!(got, model);
+        let got = identify(&sources, Fields::Map(&h), &ip).map(|(_, v)| v.to_vec());
+        prop_assert_eq!(got, model(&user));
+        // A head as it came is read as RFC 9110 has it (and `httparse` fills a map): a value
+        // without the blanks around it.
+        let head = as_came(&h);
+        let got = identify(&sources, Fields::AsCame { head: &head, spans: &canary_proxy::fields::index(&head).unwrap() }, &ip).map(|(_, v)| v.to_vec());
+        prop_assert_eq!(got, model(user.trim_matches(' ')));
     }
 
     /// X-Forwarded-For: only a trusted peer's list is read, right to left, skipping trusted hops.
@@ -118,6 +139,8 @@ proptest! {
             hops.iter().rev().find(|i| !is_trusted(**i)).map(|i| addr(*i))
                 .unwrap_or_else(|| hops.first().map(|i| addr(*i)).unwrap_or(addr(peer)))
         };
-        prop_assert_eq!(client_ip(addr(peer), &h, &trusted), model);
+        prop_assert_eq!(client_ip(addr(peer), Fields::Map(&h), &trusted), model);
+        let head = as_came(&h);
+        prop_assert_eq!(client_ip(addr(peer), Fields::AsCame { head: &head, spans: &canary_proxy::fields::index(&head).unwrap() }, &trusted), model);
     }
 }

@@ -142,7 +142,8 @@ mod tests {
 
     /// The head written both ways: through the header map as hyper's paths do, and raw.
     fn both_ways(head: &str, trusted: bool, tls: bool) -> (Vec<u8>, Vec<u8>) {
-        let Parsed::Ours(parsed) = parse(&mut BytesMut::from(head), 8192) else {
+        let Parsed::Ours(parsed) = parse(&mut BytesMut::from(head), 8192, &mut Vec::new(), true)
+        else {
             panic!("not ours: {head:?}")
         };
         let (mut parts, _) = parsed.req.into_parts();

@@ -55,6 +55,8 @@ pub enum Ended<I> {
 pub struct Settings {
     /// The longest head taken (`limits.max_header_bytes`, at least 8 KiB: hyper's own bound).
     pub max_head: usize,
+    /// The handler reads fields from the head as it came (`Handler::AS_CAME`): no map is built.
+    pub as_came: bool,
 }
 
 /// Serves `io` until it closes, the drain ends it, or a request is hyper's.
@@ -71,11 +73,13 @@ where
     H: Handler,
 {
     let mut buf = BytesMut::with_capacity(READ_BUF);
+    // Where the current request's fields sit in its head: kept for the connection's life.
+    let mut spans = Vec::new();
     let mut out = Vec::new();
     loop {
         let head = loop {
             if !buf.is_empty() {
-                match request::parse(&mut buf, settings.max_head) {
+                match request::parse(&mut buf, settings.max_head, &mut spans, !settings.as_came) {
                     Parsed::Ours(head) => break head,
                     Parsed::Partial => {}
                     Parsed::Hyper => return Ok(Ended::HandOver(io, buf.freeze())),
@@ -104,8 +108,12 @@ where
 
         let head_request = head.req.method() == Method::HEAD;
         let guard = state.begin();
+        let as_came = crate::fields::RequestHead {
+            bytes: &head.raw,
+            spans: &spans,
+        };
         let Some(resp) = answer(
-            &mut io, &mut buf, &handler, head.req, head.raw, &conn, &settings,
+            &mut io, &mut buf, &handler, head.req, as_came, &conn, &settings,
         )
         .await
         else {
@@ -149,7 +157,7 @@ async fn answer<I, H>(
     buf: &mut BytesMut,
     handler: &Arc<H>,
     req: http::Request<crate::body::ClientBody>,
-    as_came: Bytes,
+    as_came: crate::fields::RequestHead<'_>,
     conn: &Conn,
     settings: &Settings,
 ) -> Option<http::Response<ProxyBody>>

@@ -13,12 +13,7 @@ use crate::body::ClientBody;
 
 /// As many request headers as hyper's server is set to take (`server::http1_settings`).
 const MAX_HEADERS: usize = 256;
-/// Headers whose places are kept on the stack; a head with more keeps them in a `Vec` (zeroing
-/// room for all 256 cost a 4 KiB `memset` per request).
-const SPANS_ON_STACK: usize = 32;
-
-/// Where a header's name and value sit in the head: name start and end, value start and end.
-type Span = (u32, u32, u32, u32);
+pub use crate::fields::Span;
 
 /// A request we serve ourselves.
 #[derive(Debug)]
@@ -52,12 +47,13 @@ struct Scan {
     trailers: bool,
 }
 
-/// Parses one request head off the front of `buf`.
-pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
-    // Where each header's name and value sit in the buffer, so the values can share it.
-    let mut stack: [Span; SPANS_ON_STACK] = [(0, 0, 0, 0); SPANS_ON_STACK];
-    let mut heap: Vec<Span> = Vec::new();
-    let (len, method, target, spans, scan) = {
+/// Parses one request head off the front of `buf`; `spans` gets where each field sits in
+/// `Head::raw` (a connection's own `Vec`, reused: room for 256 zeroed per request was a 4 KiB
+/// `memset`). `map`: the fields go into the request's header map too; without it the map stays
+/// empty and the fields are read where they are (`fields::Fields::AsCame`).
+pub fn parse(buf: &mut BytesMut, max_head: usize, spans: &mut Vec<Span>, map: bool) -> Parsed {
+    spans.clear();
+    let (len, method, target, scan) = {
         let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
         let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -82,27 +78,34 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         let base = buf.as_ptr() as usize;
         let path = req.path.unwrap_or("");
         let p = (path.as_ptr() as usize - base) as u32;
-        let spans = if req.headers.len() <= SPANS_ON_STACK {
-            &mut stack[..req.headers.len()]
-        } else {
-            heap.resize(req.headers.len(), (0, 0, 0, 0));
-            &mut heap[..]
-        };
-        for (span, h) in spans.iter_mut().zip(req.headers.iter()) {
+        for h in req.headers.iter() {
             // Within the head, which is at most `max_head` long (well under 4 GiB).
             let n = (h.name.as_ptr() as usize - base) as u32;
             let v = (h.value.as_ptr() as usize - base) as u32;
-            *span = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
+            spans.push((n, n + h.name.len() as u32, v, v + h.value.len() as u32));
         }
-        (len, method, (p, p + path.len() as u32), &*spans, scan)
+        (len, method, (p, p + path.len() as u32), scan)
     };
     let bytes = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(bytes.slice(target.0 as usize..target.1 as usize)) else {
         return Parsed::HyperFrom(bytes);
     };
+    if !map {
+        // `httparse` has checked every name and value, as hyper relies on too.
+        let mut req = Request::new(ClientBody::Empty);
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        return Parsed::Ours(Head {
+            req,
+            close: scan.close,
+            trailers: scan.trailers,
+            raw: bytes,
+        });
+    }
     // Room for the forwarded headers the pipeline adds: growing the map would move it.
     let mut headers = reused_map(spans.len() + 6);
-    for &(n0, n1, v0, v1) in spans {
+    for &(n0, n1, v0, v1) in spans.iter() {
         let Some(name) = header_name(&bytes[n0 as usize..n1 as usize]) else {
             return Parsed::HyperFrom(bytes);
         };
@@ -138,7 +141,7 @@ const MAP_CAPACITY_KEPT: usize = 64;
 /// Gives a map back once its exchange is done (its values, and their share of a read buffer,
 /// are dropped here).
 pub fn recycle(mut map: HeaderMap) {
-    if map.capacity() > MAP_CAPACITY_KEPT {
+    if map.capacity() > MAP_CAPACITY_KEPT || map.capacity() == 0 {
         return;
     }
     map.clear();
@@ -224,7 +227,7 @@ mod tests {
     use super::*;
 
     fn parsed(head: &str) -> Parsed {
-        parse(&mut BytesMut::from(head), 8192)
+        parse(&mut BytesMut::from(head), 8192, &mut Vec::new(), true)
     }
 
     #[test]
@@ -232,7 +235,7 @@ mod tests {
         let mut buf = BytesMut::from(
             "GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-User-Id: 7\r\nConnection: close\r\n\r\nGET /next",
         );
-        let Parsed::Ours(head) = parse(&mut buf, 8192) else {
+        let Parsed::Ours(head) = parse(&mut buf, 8192, &mut Vec::new(), true) else {
             panic!("not ours")
         };
         assert_eq!(head.req.uri(), "/a?b=1");
@@ -243,8 +246,30 @@ mod tests {
     }
 
     #[test]
-    fn a_head_with_more_headers_than_the_stack_keeps_is_whole() {
-        for n in [SPANS_ON_STACK, SPANS_ON_STACK + 1, 200] {
+    fn without_a_map_the_fields_are_read_where_they_came() {
+        let mut spans = Vec::new();
+        let mut buf = BytesMut::from(
+            "GET /a HTTP/1.1\r\nHost: x\r\nX-User-Id:  7 \r\nCookie: a=1\r\nCookie: b=2\r\n\r\n",
+        );
+        let Parsed::Ours(head) = parse(&mut buf, 8192, &mut spans, false) else {
+            panic!("not ours")
+        };
+        assert!(head.req.headers().is_empty());
+        let fields = crate::fields::Fields::AsCame {
+            head: &head.raw,
+            spans: &spans,
+        };
+        let name = HeaderName::from_static("x-user-id");
+        assert_eq!(fields.get(&name), Some(&b"7"[..]));
+        let cookie = http::header::COOKIE;
+        let all: Vec<_> = fields.all(&cookie).collect();
+        assert_eq!(all, [&b"a=1"[..], b"b=2"]);
+        assert_eq!(fields.all(&cookie).next_back(), Some(&b"b=2"[..]));
+    }
+
+    #[test]
+    fn a_head_with_many_headers_is_whole() {
+        for n in [2, 32, 33, 200] {
             let mut head = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
             for i in 1..n {
                 head.push_str(&format!("X-H{i}: v{i}\r\n"));

@@ -12,6 +12,7 @@ use super::{Proxy, Trace};
 use crate::body::{BodyWatch, ClientBody, ProxyBody, UpstreamBody};
 use crate::direct::DirectClient;
 use crate::error::{Blame, ExchangeError};
+use crate::fields::RequestHead;
 use crate::headers::{self, Hop};
 use crate::routing::RoutingTable;
 use crate::upstream::Pool;
@@ -36,13 +37,15 @@ pub(super) enum Carrier<'a> {
 /// A request head as our HTTP/1 server read it, and what its forwarded fields need.
 #[derive(Clone, Copy)]
 pub(super) struct AsCame<'a> {
-    pub head: &'a [u8],
+    pub head: RequestHead<'a>,
     pub hop: &'a Hop<'a>,
 }
 
 impl AsCame<'_> {
-    /// Deals with the hop-by-hop and forwarded fields in the map, for a client that needs it.
+    /// Puts the head's fields into the map (our HTTP/1 server built none), less hop-by-hop
+    /// ones, with the forwarded ones: for a client that needs a map.
     fn into_map(self, parts: &mut http::request::Parts) {
+        parts.headers = crate::fields::to_map(self.head.bytes, self.head.spans);
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::to_upstream(&mut parts.headers, self.hop);
     }
@@ -156,7 +159,7 @@ impl Proxy {
                 started,
                 deadline,
                 raw,
-                as_came.map(|a| (a.head, a.hop)),
+                as_came.map(|a| (&a.head.bytes[..], a.hop)),
             )
             .await
         {

@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::{TE, UPGRADE};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 
@@ -13,6 +12,7 @@ use crate::access_log::{AccessLog, Entry};
 use crate::body::{ClientBody, ProxyBody};
 use crate::direct::DirectClient;
 use crate::error::{plain, Blame, ExchangeError};
+use crate::fields::{Fields, RequestHead};
 use crate::headers::{self, Hop};
 use crate::identity::{client_ip, identify, IpText};
 use crate::metrics::Metrics;
@@ -95,7 +95,7 @@ impl Proxy {
         &self,
         req: Request<ClientBody>,
         conn: &Conn,
-        as_came: Option<Bytes>,
+        as_came: Option<RequestHead<'_>>,
     ) -> Response<ProxyBody> {
         let Some(log) = &self.access_log else {
             // Not boxed here: hyper's server boxes the whole call (it keeps it for the
@@ -125,11 +125,17 @@ impl Proxy {
         &self,
         mut req: Request<ClientBody>,
         conn: &Conn,
-        as_came: Option<Bytes>,
+        as_came: Option<RequestHead<'_>>,
         mut log: Option<&mut Entry>,
     ) -> Response<ProxyBody> {
         let table = self.router.load();
-        if let Err((reason, status, msg)) = crate::checks::check(&req, &table.config.limits) {
+        // A head as it came has no map: its fields are read where they are.
+        let fields = match as_came {
+            Some(head) => Fields::as_came(head),
+            None => Fields::Map(req.headers()),
+        };
+        if let Err((reason, status, msg)) = crate::checks::check(&req, fields, &table.config.limits)
+        {
             self.metrics.reject(reason);
             let mut resp = plain(status, msg);
             resp.headers_mut().insert(
@@ -141,9 +147,9 @@ impl Proxy {
 
         let peer = conn.peer.ip().to_canonical();
         let trusted = &table.config.proxy.trusted_proxies;
-        let client = client_ip(peer, req.headers(), trusted);
+        let client = client_ip(peer, fields, trusted);
         let ip = IpText::new(client);
-        let id = identify(&table.config.canary.identity, req.headers(), &ip);
+        let id = identify(&table.config.canary.identity, fields, &ip);
         let (cohort, placement) = table.route(id.map(|(_, v)| v));
         let pool = table.pool(cohort).clone();
         if let Some(e) = log.as_deref_mut() {
@@ -174,7 +180,6 @@ impl Proxy {
         // came goes to the direct path as it is; its fields reach the map only if it is not
         // taken after all.
         let as_came = as_came
-            .as_ref()
             .filter(|_| !grpc && upgrade.is_none())
             .map(|head| AsCame { head, hop: &hop });
         if as_came.is_none() {

@@ -144,10 +144,24 @@ async fn an_https_upstream_is_trusted_through_the_configured_ca() {
                 let Ok(tls) = acceptor.accept(stream).await else {
                     return;
                 };
-                let svc = service_fn(|_req: Request<Incoming>| async {
-                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
-                        b"secure upstream",
-                    ))))
+                // Echoes the fields the proxy forwards: a GET our HTTP/1 server read without a
+                // header map reaches hyper's client with one built from its head.
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let field = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                            .to_string()
+                    };
+                    let echo = format!(
+                        "secure upstream {} {} {} {}",
+                        field("x-custom"),
+                        field("x-forwarded-for"),
+                        field("x-deployment-cohort"),
+                        field("keep-alive"),
+                    );
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(echo))))
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), svc)
@@ -167,9 +181,14 @@ async fn an_https_upstream_is_trusted_through_the_configured_ca() {
         "upstream_ca_file = \"upstream-ca.pem\"\n\n[admin]",
     );
     let proxy = start_proxy_in(&toml, dir).await;
-    let got = get(&client(), &proxy.url("/"), &[]).await;
+    let got = get(
+        &client(),
+        &proxy.url("/"),
+        &[("x-custom", "c1"), ("keep-alive", "timeout=5")],
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.body);
-    assert_eq!(got.body, "secure upstream");
+    assert_eq!(got.body, "secure upstream c1 127.0.0.1 stable -");
     proxy.stop().await;
 
     // Without the CA, the upstream's certificate is not trusted: 502.
