@@ -77,9 +77,11 @@ pub fn parse_head(
     raw: bool,
 ) -> Result<Option<Head>, Invalid> {
     loop {
-        // Where each header's name and value sit in the buffer, so the values can share it.
-        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-        let (len, status, version, count) = {
+        // Where each header's name and value sit in the buffer, so the values can share it:
+        // only for a map (a raw head is written on as it came); no room zeroed per response.
+        let mut spans = Vec::new();
+        let mut framing = Fields::default();
+        let (len, status) = {
             let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
             let mut res = httparse::Response::new(&mut []);
             let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -99,15 +101,23 @@ pub fn parse_head(
                 Err(httparse::Error::TooManyHeaders) => return Err(Invalid("too many headers")),
                 Err(_) => return Err(Invalid("malformed head")),
             };
-            let base = buf.as_ptr() as usize;
-            for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
-                // Within the head, which is at most MAX_HEAD long: u32 is plenty.
-                let n = (h.name.as_ptr() as usize - base) as u32;
-                let v = (h.value.as_ptr() as usize - base) as u32;
-                *span = (n, n + h.name.len() as u32, v, v + h.value.len() as u32);
+            let version = res.version.unwrap_or(1);
+            // HTTP/1.0 closes unless it says otherwise.
+            framing.close = version == 0;
+            for h in res.headers.iter() {
+                framing.read(h.name.as_bytes(), h.value, version)?;
             }
-            let status = res.code.unwrap_or(0);
-            (len, status, res.version.unwrap_or(1), res.headers.len())
+            if !raw {
+                let base = buf.as_ptr() as usize;
+                spans.reserve_exact(res.headers.len());
+                for h in res.headers.iter() {
+                    // Within the head, which is at most MAX_HEAD long: u32 is plenty.
+                    let n = (h.name.as_ptr() as usize - base) as u32;
+                    let v = (h.value.as_ptr() as usize - base) as u32;
+                    spans.push((n, n + h.name.len() as u32, v, v + h.value.len() as u32));
+                }
+            }
+            (len, res.code.unwrap_or(0))
         };
         let status = StatusCode::from_u16(status).map_err(|_| Invalid("bad status"))?;
         if status.is_informational() {
@@ -119,47 +129,19 @@ pub fn parse_head(
             continue;
         }
         let bytes = buf.split_to(len).freeze();
-        let mut headers = if raw {
-            HeaderMap::new()
-        } else {
-            HeaderMap::with_capacity(count)
-        };
-        let mut close = version == 0;
-        let mut length: Option<u64> = None;
-        let mut transfer: Option<bool> = None; // Some(chunked last)
-        for &(n0, n1, v0, v1) in &spans[..count] {
+        let mut headers = HeaderMap::with_capacity(spans.len());
+        for &(n0, n1, v0, v1) in &spans {
             let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
-            let (name, value) = (&bytes[n0..n1], &bytes[v0..v1]);
-            if name.eq_ignore_ascii_case(b"content-length") {
-                let n = content_length(value).ok_or(Invalid("bad content-length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(Invalid("conflicting content-length"));
-                }
-                length = Some(n);
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                let last = value.rsplit(|&b| b == b',').next().unwrap_or(b"");
-                transfer = Some(trim(last).eq_ignore_ascii_case(b"chunked"));
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                let v = value;
-                if v.split(|&b| b == b',')
-                    .any(|t| trim(t).eq_ignore_ascii_case(b"close"))
-                {
-                    close = true;
-                }
-                if version == 0
-                    && v.split(|&b| b == b',')
-                        .any(|t| trim(t).eq_ignore_ascii_case(b"keep-alive"))
-                {
-                    close = false;
-                }
-            }
-            if !raw {
-                let name = HeaderName::from_bytes(name).map_err(|_| Invalid("bad name"))?;
-                let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1))
-                    .map_err(|_| Invalid("bad value"))?;
-                headers.append(name, value);
-            }
+            let name = HeaderName::from_bytes(&bytes[n0..n1]).map_err(|_| Invalid("bad name"))?;
+            let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1))
+                .map_err(|_| Invalid("bad value"))?;
+            headers.append(name, value);
         }
+        let Fields {
+            mut close,
+            length,
+            transfer,
+        } = framing;
         let framing = if head_request
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
@@ -189,6 +171,39 @@ pub fn parse_head(
             framing,
             keep_alive: !close && framing != Framing::Close,
         }));
+    }
+}
+
+/// What a response head's fields say about its framing and the connection.
+#[derive(Default)]
+struct Fields {
+    close: bool,
+    length: Option<u64>,
+    /// Whether the last transfer coding is chunked, when there is one.
+    transfer: Option<bool>,
+}
+
+impl Fields {
+    fn read(&mut self, name: &[u8], value: &[u8], version: u8) -> Result<(), Invalid> {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = content_length(value).ok_or(Invalid("bad content-length"))?;
+            if self.length.is_some_and(|l| l != n) {
+                return Err(Invalid("conflicting content-length"));
+            }
+            self.length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            self.transfer = Some(trim(last).eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            let tokens = || value.split(|&b| b == b',').map(trim);
+            if tokens().any(|t| t.eq_ignore_ascii_case(b"close")) {
+                self.close = true;
+            }
+            if version == 0 && tokens().any(|t| t.eq_ignore_ascii_case(b"keep-alive")) {
+                self.close = false;
+            }
+        }
+        Ok(())
     }
 }
 
