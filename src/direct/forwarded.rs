@@ -5,8 +5,9 @@
 
 use http::Method;
 
-use crate::h1::fields::{copy_kept, values, Keep};
-use crate::headers::Hop;
+use crate::fields::{Fields, Span};
+use crate::headers::{is_hop_by_hop, Hop};
+use crate::identity::X_FORWARDED_FOR;
 
 /// What the copy saw of the fields the proxy sets or reads.
 struct Seen<'r> {
@@ -19,7 +20,7 @@ struct Seen<'r> {
     forwarded_host: bool,
 }
 
-impl<'r> Keep<'r> for Seen<'r> {
+impl<'r> Seen<'r> {
     fn keep(&mut self, name: &'r [u8], value: &'r [u8]) -> bool {
         // Lengths first: most names are none of these.
         match name.len() {
@@ -44,26 +45,28 @@ impl<'r> Keep<'r> for Seen<'r> {
             _ => true,
         }
     }
-
-    fn restart(&mut self) {
-        *self = Seen {
-            trusted: self.trusted,
-            host: None,
-            forwarded_for: false,
-            proto: false,
-            forwarded_host: false,
-        };
-    }
 }
 
-/// Writes `METHOD target HTTP/1.1`, the fields of `raw` (the client's whole head) that go on,
-/// then `X-Forwarded-For`, `-Proto`, `Host` when the client sent none (the request's authority,
-/// else `authority`, the endpoint's), `X-Forwarded-Host` and `X-Deployment-Cohort`.
+/// The `Connection` options that name no field.
+fn option(token: &[u8]) -> bool {
+    token.is_empty()
+        || token.eq_ignore_ascii_case(b"keep-alive")
+        || token.eq_ignore_ascii_case(b"close")
+}
+
+fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
+/// Writes `METHOD target HTTP/1.1`, the fields of `raw` (the client's whole head, its fields at
+/// `spans`) that go on, then `X-Forwarded-For`, `-Proto`, `Host` when the client sent none (the
+/// request's authority, else `authority`, the endpoint's), `X-Forwarded-Host` and
+/// `X-Deployment-Cohort`.
 pub fn write_head(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
-    raw: &[u8],
+    (raw, spans): (&[u8], &[Span]),
     hop: &Hop<'_>,
     authority: &str,
 ) {
@@ -78,11 +81,35 @@ pub fn write_head(
         proto: false,
         forwarded_host: false,
     };
-    copy_kept(out, raw, &mut seen);
+    let field = |&(n0, n1, v0, v1): &Span| {
+        (
+            &raw[n0 as usize..n1 as usize],
+            &raw[v0 as usize..v1 as usize],
+        )
+    };
+    // Names a `Connection` field lists go too (rare: it usually lists options only).
+    let listed = |name: &[u8]| {
+        spans.iter().map(field).any(|(n, v)| {
+            n.eq_ignore_ascii_case(b"connection") && tokens(v).any(|t| t.eq_ignore_ascii_case(name))
+        })
+    };
+    let any_listed = spans.iter().map(field).any(|(n, v)| {
+        n.len() == 10 && n.eq_ignore_ascii_case(b"connection") && tokens(v).any(|t| !option(t))
+    });
+    for (name, value) in spans.iter().map(field) {
+        if is_hop_by_hop(name) || (any_listed && listed(name)) || !seen.keep(name, value) {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
 
     out.extend_from_slice(b"x-forwarded-for: ");
     if seen.forwarded_for {
-        for v in values(raw, b"x-forwarded-for") {
+        let fields = Fields::AsCame { head: raw, spans };
+        for v in fields.all(&X_FORWARDED_FOR) {
             out.extend_from_slice(v);
             out.extend_from_slice(b", ");
         }
@@ -165,11 +192,12 @@ mod tests {
             cohort: &cohort,
         };
         let mut raw = Vec::new();
+        let spans = crate::fields::index(head.as_bytes()).unwrap();
         write_head(
             &mut raw,
             &parts.method,
             &target,
-            head.as_bytes(),
+            (head.as_bytes(), &spans),
             &hop,
             "up:8080",
         );

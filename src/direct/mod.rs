@@ -187,7 +187,7 @@ impl DirectClient {
         started: Instant,
         deadline: Instant,
         raw: bool,
-        as_came: Option<(&[u8], &crate::headers::Hop<'_>)>,
+        as_came: Option<(&[u8], &[crate::fields::Span], &crate::headers::Hop<'_>)>,
     ) -> Result<Response<DirectBody>, Failure> {
         let method = &parts.method;
         let idempotent = matches!(
@@ -327,7 +327,11 @@ struct Ask<'a> {
     deadline: Instant,
     /// The client's head as it came and the forwarded fields' facts: the upstream head is
     /// written from these rather than from `headers` (`forwarded`).
-    as_came: Option<(&'a [u8], &'a crate::headers::Hop<'a>)>,
+    as_came: Option<(
+        &'a [u8],
+        &'a [crate::fields::Span],
+        &'a crate::headers::Hop<'a>,
+    )>,
 }
 
 fn timed_out() -> Failure {
@@ -345,11 +349,11 @@ async fn exchange(mut conn: Conn, ask: &Ask<'_>) -> Result<(Conn, codec::Head), 
     }
     conn.head.clear();
     match ask.as_came {
-        Some((head, hop)) => forwarded::write_head(
+        Some((head, spans, hop)) => forwarded::write_head(
             &mut conn.head,
             ask.method,
             ask.target,
-            head,
+            (head, spans),
             hop,
             ask.authority,
         ),

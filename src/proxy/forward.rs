@@ -159,7 +159,7 @@ impl Proxy {
                 started,
                 deadline,
                 raw,
-                as_came.map(|a| (&a.head.bytes[..], a.hop)),
+                as_came.map(|a| (&a.head.bytes[..], a.head.spans, a.hop)),
             )
             .await
         {
