@@ -6,7 +6,8 @@
 #
 # Topology (2 cores): every proxy is pinned to CPU 1 with one worker; wrk and the two upstreams
 # (NGINX serving from memory) share CPU 0. Contenders run in alternating rounds (A B C A B C) so
-# drift hits all alike; the table reports medians over rounds and every ratio to NGINX.
+# drift hits all alike; the table reports medians over rounds and every ratio to NGINX, and a
+# second table the paired ratios (each round against its own NGINX run, median over rounds).
 # Installs wrk, nginx and haproxy from Debian if missing; stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -163,6 +164,22 @@ for case in ["small", "64k", "conns"]:
         ratio = lambda i: f"{v[i] / n[i]:.2f}x" if who != "baseline" and n[i] else "-"
         cpu = f"{v[3]:.3f}" if who != "baseline" else "-"
         print(f"| {case} | {who} | {v[0]:.0f} | {v[1]:.3f} | {v[2]:.3f} | {cpu} | {v[4]:.0f} | {ratio(0)} | {ratio(3)} | {ratio(2)} |")
+print()
+# Each round runs the contenders back to back: a slow phase of a shared machine that spans a
+# round moves them alike, and cancels in that round's ratio; one that starts mid-round shows as
+# one odd round, which the median over rounds passes over.
+print("Paired: the median over rounds of each round's ratio to that round's NGINX run.")
+print()
+print("| case | contender | req/s vs NGINX | CPU vs NGINX | p99 vs NGINX |")
+print("| --- | --- | ---: | ---: | ---: |")
+for case in ["small", "64k", "conns"]:
+    base = rows(f"nginx:{case}")
+    for who in ["haproxy", "canary"]:
+        pairs = list(zip(rows(f"{who}:{case}"), base))
+        def paired(i):
+            v = [w[i] / n[i] for w, n in pairs if n[i]]
+            return f"{statistics.median(v):.2f}x" if v else "-"
+        print(f"| {case} | {who} | {paired(0)} | {paired(3)} | {paired(2)} |")
 print()
 print("peak RSS (kB): " + ", ".join(f"{w} {res.get('rss:' + w, '?')}" for w in ["nginx", "haproxy", "canary"]))
 print(f"canary-proxy RSS with 1000 idle keep-alive connections: {idle_after} kB (before opening them: {idle_before} kB)")
