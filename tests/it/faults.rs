@@ -64,8 +64,14 @@ async fn a_closed_port_gives_502_and_the_other_cohort_keeps_serving() {
     proxy.stop().await;
 }
 
-#[tokio::test]
-async fn an_upstream_that_never_answers_gives_504_within_the_request_timeout() {
+async fn assert_timeouts_counted(proxy: &TestProxy, n: u32) {
+    let m = scrape(proxy.admin).await;
+    let line = format!(r#"canary_upstream_failures_total{{cohort="stable",kind="timeout"}} {n}"#);
+    assert!(m.contains(&line), "{m}");
+}
+
+/// All traffic to stable, whose upstream must answer within 300 ms.
+async fn stable_with_a_300ms_request_timeout() -> (Upstream, Upstream, TestProxy) {
     let (s, k) = (
         spawn_upstream("stable").await,
         spawn_upstream("canary").await,
@@ -74,6 +80,12 @@ async fn an_upstream_that_never_answers_gives_504_within_the_request_timeout() {
     cfg.percent = 0.0;
     cfg.request_timeout = "300ms".into();
     let proxy = start_proxy(&cfg.toml()).await;
+    (s, k, proxy)
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_gives_504_within_the_request_timeout() {
+    let (_s, _k, proxy) = stable_with_a_300ms_request_timeout().await;
     let c = client();
     let started = std::time::Instant::now();
     let got = get(&c, &proxy.url("/sleep/5000"), &[]).await;
@@ -88,11 +100,7 @@ async fn an_upstream_that_never_answers_gives_504_within_the_request_timeout() {
         200,
         "serving after a timeout"
     );
-    let m = scrape(proxy.admin).await;
-    assert!(
-        m.contains(r#"canary_upstream_failures_total{cohort="stable",kind="timeout"} 1"#),
-        "{m}"
-    );
+    assert_timeouts_counted(&proxy, 1).await;
     proxy.stop().await;
 }
 
@@ -101,14 +109,7 @@ async fn an_upstream_that_never_answers_gives_504_within_the_request_timeout() {
 /// from the last exchange and when that old deadline already passed while it idled.
 #[tokio::test]
 async fn the_request_timeout_holds_on_a_pooled_upstream_connection() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
-    let mut cfg = Cfg::new(&s, &k);
-    cfg.percent = 0.0;
-    cfg.request_timeout = "300ms".into();
-    let proxy = start_proxy(&cfg.toml()).await;
+    let (s, _k, proxy) = stable_with_a_300ms_request_timeout().await;
     let c = client();
     let slow_is_cut = |why: &'static str| {
         let (c, url) = (c.clone(), proxy.url("/sleep/5000"));
@@ -137,11 +138,7 @@ async fn the_request_timeout_holds_on_a_pooled_upstream_connection() {
         5,
         "every request reached the upstream once (no resend of a timed-out one)"
     );
-    let m = scrape(proxy.admin).await;
-    assert!(
-        m.contains(r#"canary_upstream_failures_total{cohort="stable",kind="timeout"} 2"#),
-        "{m}"
-    );
+    assert_timeouts_counted(&proxy, 2).await;
     proxy.stop().await;
 }
 
