@@ -3,6 +3,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
+use canary_proxy::fields::Fields;
 use canary_proxy::identity::client_ip;
 use http::{HeaderMap, HeaderValue};
 
@@ -15,7 +16,25 @@ fuzz_target!(|data: &[u8]| {
     }
     let trusted = ["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
     let peer = "10.1.2.3".parse().unwrap();
-    let ip = client_ip(peer, &h, &trusted);
+    let ip = client_ip(peer, Fields::Map(&h), &trusted);
+    // The same bytes as a head our HTTP/1 server read (no map): the same rule holds.
+    let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+    for part in data.split(|b| *b == b'\n') {
+        head.extend_from_slice(b"x-forwarded-for: ");
+        head.extend_from_slice(part);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let as_came = canary_proxy::fields::index(&head).map(|spans| {
+        client_ip(
+            peer,
+            Fields::AsCame {
+                head: &head,
+                spans: &spans,
+            },
+            &trusted,
+        )
+    });
     // The answer is the peer, or an address the client listed.
     let listed = |entry: &str| -> Option<std::net::IpAddr> {
         let e = entry.trim();
@@ -27,5 +46,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let text = String::from_utf8_lossy(data);
     let found = text.split(['\n', ',']).filter_map(listed).any(|l| l == ip);
-    assert!(ip == peer || found, "{ip} is neither the peer nor listed in {text:?}");
+    assert!(
+        ip == peer || found,
+        "{ip} is neither the peer nor listed in {text:?}"
+    );
+    if let Some(ip) = as_came {
+        let found = text.split(['\n', ',']).filter_map(listed).any(|l| l == ip);
+        assert!(
+            ip == peer || found,
+            "as it came: {ip} is neither the peer nor listed in {text:?}"
+        );
+    }
 });
