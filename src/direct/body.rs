@@ -11,7 +11,8 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::chunked::{Chunked, Step};
 use super::codec::{Framing, Invalid};
-use super::{Conn, Home};
+use super::idle::Home;
+use super::Conn;
 
 /// Bigger reads for bigger bodies, within what a pooled connection may keep.
 const READ_MIN: usize = 8 * 1024;
