@@ -51,6 +51,43 @@ path = "$1.state.json"
 CONF
 }
 
+# nginx_config FILE PORT: NGINX doing canary-proxy's work (SPEC: the proxy's headers), as an
+# operator would set it up for a canary: a 50/50 split by a hash of the user id (split_clients),
+# keep-alive to both upstreams, the cohort and the forwarded fields to the upstream (the
+# client's Host kept), the cohort and version on every answer.
+nginx_config() {
+  cat > "$1" <<CONF
+  worker_processes 1;
+  master_process off;
+  pid $1.pid;
+  error_log $1.err warn;
+  events { worker_connections 8192; }
+  http {
+    access_log off;
+    keepalive_requests 1000000;
+    split_clients "\${http_x_user_id}" \$cohort { 50% stable; * canary; }
+    map \$cohort \$version { stable v1; canary v2; }
+    upstream stable { server 127.0.0.1:$U1; keepalive 256; }
+    upstream canary { server 127.0.0.1:$U2; keepalive 256; }
+    server {
+      listen 127.0.0.1:$2 backlog=4096;
+      location / {
+        proxy_pass http://\$cohort;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host \$http_host;
+        proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto \$scheme;
+        proxy_set_header X-Forwarded-Host \$http_host;
+        proxy_set_header X-Deployment-Cohort \$cohort;
+        add_header X-Deployment-Cohort \$cohort always;
+        add_header X-Deployment-Version \$version always;
+      }
+    }
+  }
+CONF
+}
+
 # Every request carries a fresh user id, so the cohort hash runs for real.
 cat > "$WORK/ids.lua" <<'LUA'
 local n = 0

@@ -2,19 +2,33 @@
 # The whole-proxy load benchmark: canary-proxy against NGINX and HAProxy as equivalent reverse
 # proxies (upstream keep-alive on), and a no-proxy baseline, on loopback.
 #
-#   benches/load/compare.sh [SECONDS_PER_RUN] [ROUNDS]      (defaults: 10 s, 3 rounds)
+#   benches/load/compare.sh [SECONDS_PER_RUN] [ROUNDS]      (defaults: 8 s, 3 rounds)
+#   TOPOLOGIES=split NGINX_RR=1 benches/load/compare.sh ... (default: "shared split", no nginx-rr)
 #
-# Topology (2 cores): every proxy is pinned to CPU 1 with one worker; wrk and the two upstreams
-# (NGINX serving from memory) share CPU 0. Contenders run in alternating rounds (A B C A B C) so
-# drift hits all alike; the table reports medians over rounds and every ratio to NGINX, and a
-# second table the paired ratios (each round against its own NGINX run, median over rounds).
-# Installs wrk, nginx and haproxy from Debian if missing; stops everything it started.
+# Two topologies (2 cores), each the same for every contender; each proxy runs one worker on
+# CPU 1, wrk runs on CPU 0.
+# - shared: the two upstreams (NGINX serving from memory) on CPU 1 with the proxy. CPU 1 is the
+#   bottleneck, so req/s ranks the proxies: a proxy that costs less per request leaves its
+#   core's time to the upstreams.
+# - split: the upstreams on CPU 0 with wrk, the proxy alone on CPU 1. Its CPU and latency come
+#   without a neighbour, but CPU 0 is the bottleneck (wrk's and the upstreams' loopback work):
+#   req/s there is the load side's, the same for every proxy that keeps up (docs/PERFORMANCE.md).
+# Contenders run in alternating rounds (A B C A B C) so drift hits all alike; the report gives
+# medians over rounds and every ratio to NGINX, and the paired ratios (each round against its
+# own NGINX run, median over rounds). Installs wrk, nginx and haproxy from Debian if missing;
+# stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-SECONDS_PER_RUN=${1:-10}
+SECONDS_PER_RUN=${1:-8}
 ROUNDS=${2:-3}
 PROXY_CPU=1
 LOAD_CPU=0
+TOPOLOGIES=${TOPOLOGIES:-shared split}
+for t in $TOPOLOGIES; do
+  case $t in shared | split) ;; *) echo "TOPOLOGIES: shared or split, not $t" >&2; exit 2 ;; esac
+done
+CONTENDERS=(nginx haproxy canary)
+[ "${NGINX_RR:-0}" = 1 ] && CONTENDERS=(nginx nginx-rr haproxy canary)
 
 need=()
 for p in wrk nginx haproxy; do command -v "$p" >/dev/null || need+=("$p"); done
@@ -35,27 +49,35 @@ cleanup() {
 trap cleanup EXIT
 
 . benches/load/common.sh
-start_upstreams $LOAD_CPU
-P_NGINX=$(free_port); P_HAPROXY=$(free_port); P_CANARY=$(free_port); A_CANARY=$(free_port)
+start_upstreams $LOAD_CPU; UPSTREAM_PID=${PIDS[-1]}
+P_NGINX=$(free_port); P_NGINX_RR=$(free_port); P_HAPROXY=$(free_port); P_CANARY=$(free_port); A_CANARY=$(free_port)
 
-# NGINX as the reverse proxy: 50/50 split with keep-alive to both upstreams.
-cat > "$WORK/nginx-proxy.conf" <<CONF
+# The contenders do canary-proxy's work (SPEC: the proxy's headers), each the way that proxy
+# would in this role: NGINX as in common.sh; HAProxy hashes the user id, adds the forwarded
+# fields and names its server. "nginx-rr" is the bare reverse proxy the earlier runs measured
+# (round robin, no fields): a reference row, so a reader sees what the canary work costs NGINX.
+nginx_config "$WORK/nginx-proxy.conf" "$P_NGINX"
+taskset -c $PROXY_CPU nginx -c "$WORK/nginx-proxy.conf" -g 'daemon off;' & PIDS+=($!); NGINX_PID=$!
+
+if [ "${NGINX_RR:-0}" = 1 ]; then
+cat > "$WORK/nginx-rr.conf" <<CONF
 worker_processes 1;
 master_process off;
-pid $WORK/nginx-proxy.pid;
-error_log $WORK/nginx-proxy.err warn;
+pid $WORK/nginx-rr.pid;
+error_log $WORK/nginx-rr.err warn;
 events { worker_connections 8192; }
 http {
   access_log off;
   keepalive_requests 1000000;
   upstream backends { server 127.0.0.1:$U1; server 127.0.0.1:$U2; keepalive 256; }
   server {
-    listen 127.0.0.1:$P_NGINX backlog=4096;
+    listen 127.0.0.1:$P_NGINX_RR backlog=4096;
     location / { proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
 CONF
-taskset -c $PROXY_CPU nginx -c "$WORK/nginx-proxy.conf" -g 'daemon off;' & PIDS+=($!); NGINX_PID=$!
+taskset -c $PROXY_CPU nginx -c "$WORK/nginx-rr.conf" -g 'daemon off;' & PIDS+=($!); NGINX_RR_PID=$!
+fi
 
 cat > "$WORK/haproxy.cfg" <<CONF
 global
@@ -69,11 +91,18 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:$P_HAPROXY
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
   default_backend be
 backend be
-  balance roundrobin
-  server s1 127.0.0.1:$U1
-  server s2 127.0.0.1:$U2
+  balance hdr(x-user-id)
+  http-send-name-header X-Deployment-Cohort
+  http-response set-header X-Deployment-Cohort %[srv_name]
+  http-response set-header X-Deployment-Version v1 if { srv_name stable }
+  http-response set-header X-Deployment-Version v2 if { srv_name canary }
+  server stable 127.0.0.1:$U1
+  server canary 127.0.0.1:$U2
 CONF
 taskset -c $PROXY_CPU haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!); HAPROXY_PID=$!
 
@@ -110,25 +139,32 @@ PY
 
 declare -A RESULTS
 CASES=("small:/:64" "64k:/64k:64" "conns:/:1000")
-echo "baseline (no proxy) and three contenders, ${ROUNDS} rounds of ${SECONDS_PER_RUN}s per case" >&2
-for c in "${CASES[@]}"; do
-  IFS=: read -r name path conns <<<"$c"
-  RESULTS[baseline:$name]=$(run baseline $U1 - "$path" "$conns")
-  for r in $(seq 1 "$ROUNDS"); do
-    for contender in nginx haproxy canary; do
-      case $contender in
-        nginx) port=$P_NGINX; pid=$NGINX_PID ;;
-        haproxy) port=$P_HAPROXY; pid=$HAPROXY_PID ;;
-        canary) port=$P_CANARY; pid=$CANARY_PID ;;
-      esac
-      line=$(run "$contender" "$port" "$pid" "$path" "$conns")
-      RESULTS[$contender:$name]+="$line;"
-      echo "  $name round $r $contender: $line" >&2
+for topo in $TOPOLOGIES; do
+  # Only the upstreams move; they run as one process (no master).
+  taskset -p -c "$([ "$topo" = shared ] && echo $PROXY_CPU || echo $LOAD_CPU)" "$UPSTREAM_PID" >/dev/null
+  echo "topology $topo: baseline (no proxy) and ${CONTENDERS[*]}, ${ROUNDS} rounds of ${SECONDS_PER_RUN}s per case" >&2
+  for c in "${CASES[@]}"; do
+    IFS=: read -r name path conns <<<"$c"
+    RESULTS[$topo:baseline:$name]=$(run baseline $U1 - "$path" "$conns")
+    for r in $(seq 1 "$ROUNDS"); do
+      for contender in "${CONTENDERS[@]}"; do
+        case $contender in
+          nginx) port=$P_NGINX; pid=$NGINX_PID ;;
+          nginx-rr) port=$P_NGINX_RR; pid=$NGINX_RR_PID ;;
+          haproxy) port=$P_HAPROXY; pid=$HAPROXY_PID ;;
+          canary) port=$P_CANARY; pid=$CANARY_PID ;;
+        esac
+        line=$(run "$contender" "$port" "$pid" "$path" "$conns")
+        RESULTS[$topo:$contender:$name]+="$line;"
+        echo "  $topo $name round $r $contender: $line" >&2
+      done
     done
   done
 done
 # Peak RSS; and RSS with 1000 idle keep-alive connections (canary-proxy).
-for c in nginx:$NGINX_PID haproxy:$HAPROXY_PID canary:$CANARY_PID; do RESULTS[rss:${c%%:*}]=$(hwm_kb "${c##*:}"); done
+for c in nginx:$NGINX_PID nginx-rr:${NGINX_RR_PID:-} haproxy:$HAPROXY_PID canary:$CANARY_PID; do
+  [ -n "${c##*:}" ] && RESULTS[rss:${c%%:*}]=$(hwm_kb "${c##*:}")
+done
 IDLE_BEFORE=$(awk '/VmRSS/ {print $2}' "/proc/$CANARY_PID/status")
 python3 - "$P_CANARY" <<'PY' &
 import socket, sys, time
@@ -145,42 +181,4 @@ sleep 3
 IDLE_AFTER=$(awk '/VmRSS/ {print $2}' "/proc/$CANARY_PID/status")
 wait $IDLE_HOLDER || true
 
-python3 - "$(declare -p RESULTS)" "$IDLE_BEFORE" "$IDLE_AFTER" <<'PY'
-import re, statistics, sys
-decl, idle_before, idle_after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-res = dict(re.findall(r'\[([^\]]+)\]="([^"]*)"', decl))
-def rows(key):
-    return [list(map(float, r.split())) for r in res.get(key, "").split(";") if r.strip()]
-def med(key, i):
-    v = [r[i] for r in rows(key)]
-    return statistics.median(v) if v else float("nan")
-print("| case | contender | req/s | p50 ms | p99 ms | CPU ms / 1k req | non-2xx | req/s vs NGINX | CPU vs NGINX | p99 vs NGINX |")
-print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-for case in ["small", "64k", "conns"]:
-    n = {i: med(f"nginx:{case}", i) for i in range(5)}
-    for who in ["baseline", "nginx", "haproxy", "canary"]:
-        key = f"{who}:{case}"
-        v = {i: med(key, i) for i in range(5)}
-        ratio = lambda i: f"{v[i] / n[i]:.2f}x" if who != "baseline" and n[i] else "-"
-        cpu = f"{v[3]:.3f}" if who != "baseline" else "-"
-        print(f"| {case} | {who} | {v[0]:.0f} | {v[1]:.3f} | {v[2]:.3f} | {cpu} | {v[4]:.0f} | {ratio(0)} | {ratio(3)} | {ratio(2)} |")
-print()
-# Each round runs the contenders back to back: a slow phase of a shared machine that spans a
-# round moves them alike, and cancels in that round's ratio; one that starts mid-round shows as
-# one odd round, which the median over rounds passes over.
-print("Paired: the median over rounds of each round's ratio to that round's NGINX run.")
-print()
-print("| case | contender | req/s vs NGINX | CPU vs NGINX | p99 vs NGINX |")
-print("| --- | --- | ---: | ---: | ---: |")
-for case in ["small", "64k", "conns"]:
-    base = rows(f"nginx:{case}")
-    for who in ["haproxy", "canary"]:
-        pairs = list(zip(rows(f"{who}:{case}"), base))
-        def paired(i):
-            v = [w[i] / n[i] for w, n in pairs if n[i]]
-            return f"{statistics.median(v):.2f}x" if v else "-"
-        print(f"| {case} | {who} | {paired(0)} | {paired(3)} | {paired(2)} |")
-print()
-print("peak RSS (kB): " + ", ".join(f"{w} {res.get('rss:' + w, '?')}" for w in ["nginx", "haproxy", "canary"]))
-print(f"canary-proxy RSS with 1000 idle keep-alive connections: {idle_after} kB (before opening them: {idle_before} kB)")
-PY
+python3 benches/load/report.py "$(declare -p RESULTS)" "$TOPOLOGIES" "${CONTENDERS[*]}" "$IDLE_BEFORE" "$IDLE_AFTER"
