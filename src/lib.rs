@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod bufpool;
 pub mod checks;
 pub mod cli;
 pub mod client;

@@ -69,7 +69,10 @@ impl IdleSet {
     /// `now`: when the exchange that used `conn` started, early by its duration: an idle
     /// connection is closed a little early rather than late.
     fn checkin(&self, slot: usize, mut conn: Conn, now: Instant) {
-        if conn.buf.capacity() > KEEP_BUF {
+        if conn.buf.is_empty() {
+            // An idle connection holds no read buffer (`bufpool`).
+            crate::bufpool::put(std::mem::take(&mut conn.buf));
+        } else if conn.buf.capacity() > KEEP_BUF {
             conn.buf = BytesMut::new();
         }
         let Ok(mut slots) = self.slots.lock() else {

@@ -198,7 +198,7 @@ impl DirectClient {
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         Ok(Conn {
             stream,
-            buf: BytesMut::with_capacity(8 * 1024),
+            buf: BytesMut::new(),
             head: Vec::new(),
             timer: Box::pin(tokio::time::sleep_until(deadline.into())),
         })
@@ -311,8 +311,11 @@ async fn answer(
             Ok(None) => {}
             Err(e) => return Err(Sent::Broken(Failure::new(ExchangeError::Protocol, e))),
         }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(8 * 1024);
+        if buf.capacity() == 0 {
+            // It idled without one (`bufpool`).
+            *buf = crate::bufpool::take();
+        } else if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(crate::bufpool::SIZE);
         }
         let read = stream.read_buf(buf).await;
         match read {
@@ -335,7 +338,7 @@ async fn answer(
 }
 
 /// A pooled connection that has something to read before we asked is closed (or broken).
-async fn still_open(mut conn: Conn) -> Option<Conn> {
+async fn still_open(conn: Conn) -> Option<Conn> {
     let ready = std::future::poll_fn(|cx| {
         std::task::Poll::Ready(conn.stream.poll_read_ready(cx).is_ready())
     })
@@ -343,7 +346,8 @@ async fn still_open(mut conn: Conn) -> Option<Conn> {
     if !ready {
         return Some(conn);
     }
-    match conn.stream.try_read_buf(&mut conn.buf) {
+    // Whatever is there (an end, a stray byte), the connection is not reused: one byte tells.
+    match conn.stream.try_read(&mut [0u8; 1]) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(conn),
         _ => None,
     }

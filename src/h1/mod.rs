@@ -15,6 +15,7 @@ mod rewind;
 
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,10 +25,11 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::CONNECTION;
 use http::Method;
 use http_body::Body;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
 use crate::body::ProxyBody;
+use crate::bufpool;
 use crate::conn::ConnState;
 use crate::proxy::Conn;
 use crate::server::Handler;
@@ -36,7 +38,7 @@ use response::Framing;
 pub use rewind::Rewind;
 
 /// The read buffer's size, as hyper's: most heads fit in one read.
-const READ_BUF: usize = 8 * 1024;
+const READ_BUF: usize = bufpool::SIZE;
 /// Body pieces smaller than this are copied next to the head (one `send` for a small answer);
 /// larger ones are written from where they are.
 const COPY_MAX: usize = 8 * 1024;
@@ -72,7 +74,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
-    let mut buf = BytesMut::with_capacity(READ_BUF);
+    let mut buf = BytesMut::new();
     // Where the current request's fields sit in its head: kept for the connection's life.
     let mut spans = Vec::new();
     let mut out = Vec::new();
@@ -90,17 +92,23 @@ where
                     }
                 }
             }
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(READ_BUF);
-            }
-            // Between requests the drain ends the connection; a head begun is still served.
-            let read = poll_fn(|cx| {
-                if buf.is_empty() && draining.load(Ordering::Relaxed) {
-                    return Poll::Ready(Ok(0));
+            let read = if buf.is_empty() {
+                // Between requests the connection holds no buffer (`bufpool`), and the drain
+                // ends it; a head begun is still served.
+                bufpool::put(std::mem::take(&mut buf));
+                poll_fn(|cx| {
+                    if draining.load(Ordering::Relaxed) {
+                        return Poll::Ready(Ok(0));
+                    }
+                    read_first(Pin::new(&mut io), cx, &mut buf)
+                })
+                .await?
+            } else {
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(READ_BUF);
                 }
-                poll_read_buf(Pin::new(&mut io), cx, &mut buf)
-            })
-            .await?;
+                poll_fn(|cx| poll_read_buf(Pin::new(&mut io), cx, &mut buf)).await?
+            };
             if read == 0 {
                 return Ok(Ended::Closed);
             }
@@ -147,6 +155,24 @@ where
             out = Vec::new();
         }
     }
+}
+
+/// A request's first read, onto the stack: a connection waiting for its next request holds no
+/// buffer. What came is copied into one from the worker's pool (a head is a few hundred bytes).
+fn read_first<I: AsyncRead>(
+    io: Pin<&mut I>,
+    cx: &mut std::task::Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    let mut scratch = [MaybeUninit::<u8>::uninit(); READ_BUF];
+    let mut read = ReadBuf::uninit(&mut scratch);
+    std::task::ready!(io.poll_read(cx, &mut read))?;
+    let got = read.filled();
+    if !got.is_empty() {
+        *buf = bufpool::take();
+        buf.extend_from_slice(got);
+    }
+    Poll::Ready(Ok(got.len()))
 }
 
 /// Runs the pipeline for one request while watching the client: if it hangs up (end of stream

@@ -137,3 +137,67 @@ async fn a_client_that_hangs_up_while_the_upstream_thinks_is_not_counted() {
     );
     proxy.stop().await;
 }
+
+/// Between requests a connection holds no read buffer (`bufpool`): the next head's first bytes
+/// are read onto the stack and copied into a pooled one, the rest read into that. Heads that
+/// come in pieces, after idle gaps, must arrive whole and in order.
+#[tokio::test]
+async fn heads_that_come_in_pieces_after_idle_gaps_are_read_whole() {
+    let (proxy, stable, _canary) = proxy().await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let pieces: [&[&[u8]]; 3] = [
+        &[
+            b"G",
+            b"ET /a HTTP/1.1\r\nHo",
+            b"st: t\r\nx-user-id: u-1\r\n",
+            b"\r\n",
+        ],
+        &[b"GET /b HTTP/1.1\r\nHost: t\r\nx-user-id: u-2\r\n\r\n"],
+        &[
+            b"GET /c HTTP/1.1\r\n",
+            b"Host: t\r\nConnection: close\r\nx-user-id: u-3\r\n\r\n",
+        ],
+    ];
+    let mut answers = String::new();
+    for request in pieces {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        for piece in request {
+            s.write_all(piece).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Each answer ends in the upstream's name; wait for it before the next request.
+        let mut buf = [0u8; 4096];
+        let before = answers.matches("stable").count();
+        while answers.matches("stable").count() == before {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("an answer within 5 s")
+                .unwrap();
+            assert!(n > 0, "closed early: {answers}");
+            answers.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    assert_eq!(statuses(&answers), ["200", "200", "200"], "{answers}");
+    let got: Vec<(String, String, String)> = stable
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let id = s.headers.get("x-user-id").map(|v| v.to_str().unwrap());
+            (
+                s.method.clone(),
+                s.path.clone(),
+                id.unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("GET", "/a", "u-1"),
+        ("GET", "/b", "u-2"),
+        ("GET", "/c", "u-3"),
+    ]
+    .map(|(m, p, id)| (m.to_string(), p.to_string(), id.to_string()));
+    assert_eq!(got, want);
+    proxy.stop().await;
+}
