@@ -273,6 +273,11 @@ impl App {
             None,
             stopped(stop_rx.clone()),
         ));
+        let memory = tokio::spawn(crate::memory::return_after_bursts(
+            proxy_slots.clone(),
+            c.limits.max_connections,
+            stopped(stop_rx.clone()),
+        ));
         let evaluator = tokio::spawn(self.control.clone().run_evaluator(stopped(stop_rx.clone())));
         let watcher = tokio::spawn(self.control.clone().run_watcher(stopped(stop_rx.clone())));
         let fleet = self
@@ -294,6 +299,7 @@ impl App {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         let _ = admin.await;
+        let _ = memory.await;
         let _ = evaluator.await;
         let _ = watcher.await;
         if let Some(f) = fleet {

@@ -28,6 +28,7 @@ pub mod identity;
 pub mod ip_text;
 pub mod judge;
 pub mod judgement;
+pub mod memory;
 pub mod metrics;
 pub mod proxy;
 pub mod recorder;
