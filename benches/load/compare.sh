@@ -2,7 +2,7 @@
 # The whole-proxy load benchmark: canary-proxy against NGINX and HAProxy as equivalent reverse
 # proxies (upstream keep-alive on), and a no-proxy baseline, on loopback.
 #
-#   benches/load/compare.sh [SECONDS_PER_RUN] [ROUNDS]      (defaults: 8 s, 3 rounds)
+#   benches/load/compare.sh [SECONDS_PER_RUN] [ROUNDS]      (defaults: 6 s, 3 rounds)
 #   TOPOLOGIES=split NGINX_RR=1 benches/load/compare.sh ... (default: "shared split", no nginx-rr)
 #
 # Two topologies (2 cores), each the same for every contender; each proxy runs one worker on
@@ -19,7 +19,7 @@
 # stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-SECONDS_PER_RUN=${1:-8}
+SECONDS_PER_RUN=${1:-6}
 ROUNDS=${2:-3}
 PROXY_CPU=1
 LOAD_CPU=0
@@ -165,6 +165,8 @@ done
 for c in nginx:$NGINX_PID nginx-rr:${NGINX_RR_PID:-} haproxy:$HAPROXY_PID canary:$CANARY_PID; do
   [ -n "${c##*:}" ] && RESULTS[rss:${c%%:*}]=$(hwm_kb "${c##*:}")
 done
+# A burst's free memory goes back within a second or two of its end (memory.rs).
+sleep 3
 IDLE_BEFORE=$(awk '/VmRSS/ {print $2}' "/proc/$CANARY_PID/status")
 python3 - "$P_CANARY" <<'PY' &
 import socket, sys, time
