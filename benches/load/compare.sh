@@ -110,6 +110,27 @@ canary_config "$WORK/canary.toml" "$P_CANARY" "$A_CANARY"
 RUST_LOG=warn taskset -c $PROXY_CPU "$BIN" run --config "$WORK/canary.toml" & PIDS+=($!); CANARY_PID=$!
 sleep 1
 
+# Every contender must answer 200 with the cohort and version fields, or the comparison is off.
+for c in nginx:$P_NGINX haproxy:$P_HAPROXY canary:$P_CANARY ${NGINX_RR_PID:+nginx-rr:$P_NGINX_RR}; do
+  python3 - "${c%%:*}" "${c##*:}" <<'PY' || exit 1
+import socket, sys
+who, port = sys.argv[1], int(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port), timeout=5)
+s.sendall(b"GET / HTTP/1.1\r\nHost: preflight\r\nx-user-id: preflight\r\nConnection: close\r\n\r\n")
+head = b""
+while b"\r\n\r\n" not in head:
+    got = s.recv(4096)
+    if not got:
+        break
+    head += got
+head = head.split(b"\r\n\r\n")[0].decode().lower()
+ok = head.startswith("http/1.1 200") and (who == "nginx-rr" or (
+    "x-deployment-cohort:" in head and "x-deployment-version:" in head))
+if not ok:
+    sys.exit(f"{who} does not answer as a canary proxy would:\n{head}")
+PY
+done
+
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
