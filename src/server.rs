@@ -212,35 +212,36 @@ pub async fn serve<H: Handler>(
             continue;
         };
         let (shared, watch) = (shared.clone(), drainer.watch());
-        let tls = tls.as_ref().and_then(|source| source());
-        tokio::spawn(async move {
-            match tls {
-                None => {
-                    // A client that says nothing for the head's allowance is closed, as
-                    // `GuardedIo` closes one that says nothing after a request.
-                    match tokio::time::timeout(shared.header_read, sniff(&stream)).await {
-                        Ok(proto) => {
-                            let conn = Conn::new(peer, false);
-                            connection(stream, conn, Some(proto), &shared, watch).await
-                        }
-                        Err(_) => tracing::debug!(%peer, "closed: nothing sent"),
+        // Two tasks, not one with a branch each: a task is as large as its largest state, and
+        // a TLS connection's is 12 KB where a plain one's is 6 (heaptrack: 12.4 MB of tasks for
+        // 1,000 idle plain connections).
+        match tls.as_ref().and_then(|source| source()) {
+            None => tokio::spawn(async move {
+                // A client that says nothing for the head's allowance is closed, as
+                // `GuardedIo` closes one that says nothing after a request.
+                match tokio::time::timeout(shared.header_read, sniff(&stream)).await {
+                    Ok(proto) => {
+                        let conn = Conn::new(peer, false);
+                        connection(stream, conn, Some(proto), &shared, watch).await
                     }
+                    Err(_) => tracing::debug!(%peer, "closed: nothing sent"),
                 }
-                Some(config) => {
-                    // The handshake gets the head's allowance: a silent TLS client is cut off too.
-                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-                    match tokio::time::timeout(shared.header_read, accept).await {
-                        Ok(Ok(tls_stream)) => {
-                            let conn = Conn::new(peer, true);
-                            connection(tls_stream, conn, None, &shared, watch).await
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                drop(permit);
+            }),
+            Some(config) => tokio::spawn(async move {
+                // The handshake gets the head's allowance: a silent TLS client is cut off too.
+                let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                match tokio::time::timeout(shared.header_read, accept).await {
+                    Ok(Ok(tls_stream)) => {
+                        let conn = Conn::new(peer, true);
+                        connection(tls_stream, conn, None, &shared, watch).await
                     }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
-            }
-            drop(permit);
-        });
+                drop(permit);
+            }),
+        };
     }
     drop(listener);
     if tokio::time::timeout(opts.drain, drainer.drain())
