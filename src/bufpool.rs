@@ -1,7 +1,7 @@
 //! Read buffers shared by one worker's connections. A connection holds a buffer while it has
 //! something in hand (a request being read or answered, an upstream answer being read), and
-//! gives it back while it idles: with 1,000 idle keep-alive connections that is 8 MB less than
-//! a buffer each, and the buffers in use stay warm in the cache rather than scattered.
+//! gives it back while it idles: 1,000 idle keep-alive connections took 4.6 MB less than with
+//! a buffer each (`benches/load/idle.sh`), and an idle upstream connection 8 KB less.
 
 use std::cell::RefCell;
 
