@@ -28,6 +28,16 @@ pub fn take() -> BytesMut {
     buf
 }
 
+/// Room for a read of at least 1 KiB: a buffer from the pool if `buf` has none (its connection
+/// idled without one), else more room.
+pub fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() == 0 {
+        *buf = take();
+    } else if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(SIZE);
+    }
+}
+
 /// Gives back an empty buffer; one still holding bytes, or one grown large, is dropped.
 pub fn put(buf: BytesMut) {
     if !buf.is_empty() || buf.capacity() == 0 || buf.capacity() > 2 * SIZE {
@@ -70,6 +80,21 @@ mod tests {
         assert_eq!(free(), before);
         put(BytesMut::with_capacity(SIZE));
         assert_eq!(free(), before + 1);
+    }
+
+    #[test]
+    fn make_room_lends_a_pooled_buffer_to_an_empty_one_and_grows_a_full_one() {
+        let pooled = take();
+        let at = pooled.as_ptr();
+        put(pooled);
+        let mut idle = BytesMut::new();
+        make_room(&mut idle);
+        assert_eq!(idle.as_ptr(), at, "the pooled buffer, not a new one");
+        let mut full = BytesMut::with_capacity(1100);
+        full.extend_from_slice(&[b'x'; 1000]);
+        make_room(&mut full);
+        assert!(full.capacity() - full.len() >= 1024);
+        assert_eq!(&full[..], &[b'x'; 1000][..]);
     }
 
     #[test]

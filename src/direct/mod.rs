@@ -311,12 +311,7 @@ async fn answer(
             Ok(None) => {}
             Err(e) => return Err(Sent::Broken(Failure::new(ExchangeError::Protocol, e))),
         }
-        if buf.capacity() == 0 {
-            // It idled without one (`bufpool`).
-            *buf = crate::bufpool::take();
-        } else if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(crate::bufpool::SIZE);
-        }
+        crate::bufpool::make_room(buf);
         let read = stream.read_buf(buf).await;
         match read {
             Ok(0) | Err(_) if !got_any => {

@@ -104,9 +104,7 @@ where
                 })
                 .await?
             } else {
-                if buf.capacity() - buf.len() < 1024 {
-                    buf.reserve(READ_BUF);
-                }
+                bufpool::make_room(&mut buf);
                 poll_fn(|cx| poll_read_buf(Pin::new(&mut io), cx, &mut buf)).await?
             };
             if read == 0 {
