@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use canary_proxy::cohort::{assign, Cohort, CohortHasher};
 use canary_proxy::config::EndpointConfig;
-use canary_proxy::fields::Fields;
-use canary_proxy::identity::{client_ip, identify, IdentitySource, IpText};
+use canary_proxy::http::fields::Fields;
+use canary_proxy::judge::recorder::{Exchange, Recorder};
 use canary_proxy::metrics::Metrics;
-use canary_proxy::recorder::{Exchange, Recorder};
+use canary_proxy::proxy::identity::{client_ip, identify, IdentitySource, IpText};
 use canary_proxy::upstream::Pool;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::HeaderMap;
@@ -84,7 +84,7 @@ fn cohort(c: &mut Criterion) {
     });
     // The same head as our HTTP/1 server hands it over: no header map.
     let head = b"GET / HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nAccept: text/html,application/xhtml+xml\r\nCookie: theme=dark; session_id=8f14e45fceea167a5a36dedd4bea2543; lang=en\r\n\r\n";
-    let spans = canary_proxy::fields::index(head).unwrap();
+    let spans = canary_proxy::http::fields::index(head).unwrap();
     c.bench_function("identify+assign (cookie source, head as it came)", |b| {
         b.iter(|| {
             let fields = Fields::AsCame {
@@ -154,7 +154,7 @@ fn record(c: &mut Criterion) {
 
 fn judge(c: &mut Criterion) {
     use canary_proxy::config::Config;
-    use canary_proxy::judgement::Judgement;
+    use canary_proxy::judge::judgement::Judgement;
     let toml = "[stable]\nendpoints = [\"http://127.0.0.1:1\"]\n";
     let cfg =
         Config::from_toml_str(toml, "bench.toml", std::path::Path::new("."), &|_| None).unwrap();
@@ -197,9 +197,9 @@ criterion_group!(benches, cohort, record, judge, access_log, codec, h1);
 criterion_main!(benches);
 
 fn access_log(c: &mut Criterion) {
-    use canary_proxy::access_log::{AccessLog, Entry};
-    use canary_proxy::body::ProxyBody;
     use canary_proxy::config::AccessLog as Dest;
+    use canary_proxy::proxy::access_log::{AccessLog, Entry};
+    use canary_proxy::proxy::body::ProxyBody;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _guard = rt.enter();
     let m = Metrics::new();
@@ -238,7 +238,7 @@ fn access_log(c: &mut Criterion) {
 }
 
 fn codec(c: &mut Criterion) {
-    use canary_proxy::direct::codec::{parse_head, write_head};
+    use canary_proxy::upstream::direct::codec::{parse_head, write_head};
     let h = headers();
     let method = http::Method::GET;
     c.bench_function("direct: write a request head", |b| {
@@ -270,9 +270,9 @@ fn codec(c: &mut Criterion) {
 
 fn h1(c: &mut Criterion) {
     use bytes::{Bytes, BytesMut};
-    use canary_proxy::direct::RawHead;
-    use canary_proxy::h1::request::{parse, recycle, Parsed};
-    use canary_proxy::h1::response::{write_head, Framing};
+    use canary_proxy::server::h1::request::{parse, recycle, Parsed};
+    use canary_proxy::server::h1::response::{write_head, Framing};
+    use canary_proxy::upstream::direct::RawHead;
     let head: &[u8] = b"GET /checkout/cart?step=2 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nAccept: text/html,application/xhtml+xml\r\nAccept-Language: en-GB,en;q=0.9\r\nCookie: session_id=abc123; theme=dark\r\nX-User-Id: 42\r\n\r\n";
     let mut spans = Vec::new();
     c.bench_function("h1: parse a request head (6 fields) into a map", |b| {

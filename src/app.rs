@@ -10,17 +10,17 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::config::Config;
+use crate::control::latch_file::{self, StateError};
+use crate::control::routing::{Router, RoutingTable};
 use crate::control::{Control, Start};
 use crate::fleet::Fleet;
+use crate::judge::recorder::Recorder;
 use crate::metrics::Metrics;
+use crate::proxy::access_log::AccessLog;
 use crate::proxy::{Conn, Proxy};
-use crate::recorder::Recorder;
-use crate::routing::{Router, RoutingTable};
 use crate::server::{serve, Handler, ServeOptions};
-use crate::state::{self, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -58,10 +58,11 @@ impl Handler for Proxy {
     // The pipeline's own future, not one wrapped around it: each layer is a copy per request.
     fn call<'a>(
         self: &'a Arc<Self>,
-        req: http::Request<crate::body::ClientBody>,
+        req: http::Request<crate::proxy::body::ClientBody>,
         conn: &'a Conn,
-        as_came: Option<crate::fields::RequestHead<'a>>,
-    ) -> impl std::future::Future<Output = http::Response<crate::body::ProxyBody>> + Send + 'a {
+        as_came: Option<crate::http::fields::RequestHead<'a>>,
+    ) -> impl std::future::Future<Output = http::Response<crate::proxy::body::ProxyBody>> + Send + 'a
+    {
         self.handle(req, conn, as_came)
     }
 }
@@ -112,7 +113,7 @@ impl App {
     /// back; a state file that cannot be read stops start-up.
     pub async fn bind(config: Config, config_path: Option<PathBuf>) -> Result<App, AppError> {
         let config = Arc::new(config);
-        let latch = state::load(&config.state.path)?;
+        let latch = latch_file::load(&config.state.path)?;
         let (latched, last_rollback, generation) = match latch {
             Some(l) if l.canary_version == config.canary.version => {
                 (l.rolled_back, l.last_rollback, l.generation)
@@ -128,7 +129,7 @@ impl App {
         }
         let metrics = Arc::new(Metrics::new());
         let tls = match &config.proxy.tls {
-            Some(files) => Some(crate::tls::server_config(files).map_err(AppError::Tls)?),
+            Some(files) => Some(crate::server::tls::server_config(files).map_err(AppError::Tls)?),
             None => None,
         };
         let table = RoutingTable::build(config.clone(), latched, None, &metrics, tls);
@@ -273,7 +274,7 @@ impl App {
             None,
             stopped(stop_rx.clone()),
         ));
-        let memory = tokio::spawn(crate::memory::return_after_bursts(
+        let memory = tokio::spawn(crate::server::memory::return_after_bursts(
             proxy_slots.clone(),
             c.limits.max_connections,
             stopped(stop_rx.clone()),

@@ -18,9 +18,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
+use crate::admin::report;
 use crate::app::App;
 use crate::config::Config;
-use crate::report;
 
 pub const MIN_DURATION: Duration = Duration::from_secs(10);
 

@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use canary_proxy::admin::client;
 use canary_proxy::app::App;
 use canary_proxy::cli::{AdminArgs, Cli, Command, LogFormat};
-use canary_proxy::client;
 use canary_proxy::config::{Config, ConfigError};
 use clap::Parser;
 use http::Method;
@@ -140,7 +140,7 @@ fn load(path: &Path) -> Result<Config, ConfigError> {
     let env = |k: &str| std::env::var(k).ok();
     let config = Config::load(path, &env)?;
     if let Some(files) = &config.proxy.tls {
-        canary_proxy::tls::server_config(files).map_err(|e| ConfigError {
+        canary_proxy::server::tls::server_config(files).map_err(|e| ConfigError {
             file: path.display().to_string(),
             key: "proxy.tls".into(),
             expected: e,

@@ -1,7 +1,7 @@
 //! The judge against the shared test vectors (`tests/data/judge-vectors.json`, a copy of
 //! `shared/judge-vectors.json`): evidence on every slice to 1e-6, firing up to the first firing.
 
-use canary_proxy::judge::{Judge, JudgeParams, Scope, SliceInput, Trigger};
+use canary_proxy::judge::sequential::{Judge, JudgeParams, Scope, SliceInput, Trigger};
 use serde_json::Value;
 
 fn params(p: &Value) -> JudgeParams {

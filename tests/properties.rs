@@ -4,8 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use canary_proxy::config::Config;
-use canary_proxy::fields::Fields;
-use canary_proxy::identity::{client_ip, cookie, identify, IdentitySource, IpText};
+use canary_proxy::http::fields::Fields;
+use canary_proxy::proxy::identity::{client_ip, cookie, identify, IdentitySource, IpText};
 use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 use proptest::prelude::*;
@@ -86,7 +86,7 @@ proptest! {
         let model = jar.iter().find(|(k, v)| *k == name && !v.is_empty()).map(|(_, v)| v.as_bytes().to_vec());
         prop_assert_eq!(cookie(Fields::Map(&h), &name).map(|v| v.to_vec()), model.clone());
         let head = as_came(&h);
-        prop_assert_eq!(cookie(Fields::AsCame { head: &head, spans: &canary_proxy::fields::index(&head).unwrap() }, &name).map(|v| v.to_vec()), model);
+        prop_assert_eq!(cookie(Fields::AsCame { head: &head, spans: &canary_proxy::http::fields::index(&head).unwrap() }, &name).map(|v| v.to_vec()), model);
     }
 
     /// Sources are tried in order; the first present and non-empty wins; `ip` always answers.
@@ -114,7 +114,7 @@ proptest! {
         // A head as it came is read as RFC 9110 has it (and `httparse` fills a map): a value
         // without the blanks around it.
         let head = as_came(&h);
-        let got = identify(&sources, Fields::AsCame { head: &head, spans: &canary_proxy::fields::index(&head).unwrap() }, &ip).map(|(_, v)| v.to_vec());
+        let got = identify(&sources, Fields::AsCame { head: &head, spans: &canary_proxy::http::fields::index(&head).unwrap() }, &ip).map(|(_, v)| v.to_vec());
         prop_assert_eq!(got, model(user.trim_matches(' ')));
     }
 
@@ -141,6 +141,6 @@ proptest! {
         };
         prop_assert_eq!(client_ip(addr(peer), Fields::Map(&h), &trusted), model);
         let head = as_came(&h);
-        prop_assert_eq!(client_ip(addr(peer), Fields::AsCame { head: &head, spans: &canary_proxy::fields::index(&head).unwrap() }, &trusted), model);
+        prop_assert_eq!(client_ip(addr(peer), Fields::AsCame { head: &head, spans: &canary_proxy::http::fields::index(&head).unwrap() }, &trusted), model);
     }
 }

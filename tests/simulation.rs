@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use canary_proxy::cohort::Cohort;
-use canary_proxy::judge::{Judge, JudgeParams, SliceInput, Trigger};
-use canary_proxy::recorder::{Exchange, Recorder};
+use canary_proxy::judge::recorder::{Exchange, Recorder};
+use canary_proxy::judge::sequential::{Judge, JudgeParams, SliceInput, Trigger};
 
 /// splitmix64: small, seeded, good enough for a simulation.
 struct Rng(u64);

@@ -3,8 +3,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-use canary_proxy::fields::Fields;
-use canary_proxy::identity::client_ip;
+use canary_proxy::http::fields::Fields;
+use canary_proxy::proxy::identity::client_ip;
 use http::{HeaderMap, HeaderValue};
 
 fuzz_target!(|data: &[u8]| {
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    let as_came = canary_proxy::fields::index(&head).map(|spans| {
+    let as_came = canary_proxy::http::fields::index(&head).map(|spans| {
         client_ip(
             peer,
             Fields::AsCame {

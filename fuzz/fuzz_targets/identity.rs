@@ -3,8 +3,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-use canary_proxy::fields::Fields;
-use canary_proxy::identity::{identify, IdentitySource, IpText};
+use canary_proxy::http::fields::Fields;
+use canary_proxy::proxy::identity::{identify, IdentitySource, IpText};
 use http::{HeaderMap, HeaderValue};
 
 fuzz_target!(|data: &[u8]| {
@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    if let Some(spans) = canary_proxy::fields::index(&head) {
+    if let Some(spans) = canary_proxy::http::fields::index(&head) {
         let fields = Fields::AsCame {
             head: &head,
             spans: &spans,

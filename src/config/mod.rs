@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::identity::IdentitySource;
+use crate::proxy::identity::IdentitySource;
 pub use env::{apply_env, EnvOverrides, ENV_VARS};
 pub use raw::*;
 

@@ -5,7 +5,6 @@
 //! grow-only (see `wire::Latch`) so losing Redis can never un-latch a rollback. Each replica
 //! keeps its latch in its own state file and writes it back when Redis has forgotten it.
 
-mod adopt;
 pub mod store;
 mod supervise;
 mod view;

@@ -4,9 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::histogram::BUCKETS;
-use crate::recorder::SliceCounts;
-use crate::state::RollbackRecord;
+use crate::control::latch_file::RollbackRecord;
+use crate::judge::histogram::BUCKETS;
+use crate::judge::recorder::SliceCounts;
 
 /// The fleet's latch for one canary version, ordered so that it only grows: a rollback
 /// outranks the active state of its generation, and a resume starts a higher generation.
@@ -126,7 +126,7 @@ const _: () = assert!(BUCKETS <= 256, "bucket indexes travel as u8");
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::histogram::bucket_of;
+    use crate::judge::histogram::bucket_of;
     use std::time::Duration;
 
     #[test]

@@ -9,12 +9,12 @@ use http::{Request, Response, Uri, Version};
 use hyper::body::{Body, Incoming};
 
 use super::{Proxy, Trace};
-use crate::body::{BodyWatch, ClientBody, ProxyBody, UpstreamBody};
-use crate::direct::DirectClient;
-use crate::error::{Blame, ExchangeError};
-use crate::fields::RequestHead;
-use crate::headers::{self, Hop};
-use crate::routing::RoutingTable;
+use crate::control::routing::RoutingTable;
+use crate::http::fields::RequestHead;
+use crate::http::headers::{self, Hop};
+use crate::proxy::body::{BodyWatch, ClientBody, ProxyBody, UpstreamBody};
+use crate::upstream::direct::DirectClient;
+use crate::upstream::error::{Blame, ExchangeError};
 use crate::upstream::Pool;
 
 /// Which client carries an exchange upstream.
@@ -45,7 +45,7 @@ impl AsCame<'_> {
     /// Puts the head's fields into the map (our HTTP/1 server built none), less hop-by-hop
     /// ones, with the forwarded ones: for a client that needs a map.
     fn into_map(self, parts: &mut http::request::Parts) {
-        parts.headers = crate::fields::to_map(self.head.bytes, self.head.spans);
+        parts.headers = crate::http::fields::to_map(self.head.bytes, self.head.spans);
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::to_upstream(&mut parts.headers, self.hop);
     }

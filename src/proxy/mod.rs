@@ -2,23 +2,28 @@
 //! pick endpoint -> forward -> record. The routing table is loaded once per request and kept
 //! to the end, so an in-flight request finishes on the table it started with.
 
+pub mod access_log;
+pub mod body;
+pub mod identity;
+pub mod reject;
+pub mod tunnel;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{TE, UPGRADE};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 
-use crate::access_log::{AccessLog, Entry};
-use crate::body::{ClientBody, ProxyBody};
-use crate::direct::DirectClient;
-use crate::error::{plain, Blame, ExchangeError};
-use crate::fields::{Fields, RequestHead};
-use crate::headers::{self, Hop};
-use crate::identity::{client_ip, identify, IpText};
+use crate::control::routing::Router;
+use crate::http::fields::{Fields, RequestHead};
+use crate::http::headers::{self, Hop};
+use crate::judge::recorder::{Exchange, Recorder};
 use crate::metrics::Metrics;
-use crate::recorder::{Exchange, Recorder};
-use crate::routing::Router;
-use crate::tunnel;
+use crate::proxy::access_log::{AccessLog, Entry};
+use crate::proxy::body::{ClientBody, ProxyBody};
+use crate::proxy::identity::{client_ip, identify, IpText};
+use crate::upstream::direct::DirectClient;
+use crate::upstream::error::{plain, Blame, ExchangeError};
 
 mod forward;
 use crate::upstream::{Pool, UpstreamClient};
@@ -84,8 +89,8 @@ impl Proxy {
             router,
             recorder,
             metrics,
-            client: crate::upstream::client(t, crate::tls::client_config(ca)?, false),
-            h2_client: crate::upstream::client(t, crate::tls::client_config(ca)?, true),
+            client: crate::upstream::client(t, crate::server::tls::client_config(ca)?, false),
+            h2_client: crate::upstream::client(t, crate::server::tls::client_config(ca)?, true),
             direct: DirectClient::new(t.connect, t.idle),
         })
     }
@@ -134,7 +139,8 @@ impl Proxy {
             Some(head) => Fields::as_came(head),
             None => Fields::Map(req.headers()),
         };
-        if let Err((reason, status, msg)) = crate::checks::check(&req, fields, &table.config.limits)
+        if let Err((reason, status, msg)) =
+            crate::proxy::reject::check(&req, fields, &table.config.limits)
         {
             self.metrics.reject(reason);
             let mut resp = plain(status, msg);

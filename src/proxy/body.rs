@@ -25,10 +25,10 @@ pub enum ProxyBody {
     /// Through hyper's pooled client.
     Upstream(Incoming),
     /// Read straight from the upstream socket (`direct`).
-    Direct(crate::direct::DirectBody),
+    Direct(crate::upstream::direct::DirectBody),
     Full(Option<Bytes>),
     /// Either of the above, counted and logged when it ends (the access log is on).
-    Logged(Box<crate::access_log::Logged>),
+    Logged(Box<crate::proxy::access_log::Logged>),
 }
 
 impl ProxyBody {
@@ -42,7 +42,7 @@ impl ProxyBody {
 
     /// The upstream's response head as it came, when the direct path kept it for our own HTTP/1
     /// server to write on: the response's header map then holds only what the proxy added.
-    pub fn raw_head(&self) -> Option<&crate::direct::RawHead> {
+    pub fn raw_head(&self) -> Option<&crate::upstream::direct::RawHead> {
         match self {
             ProxyBody::Direct(b) => b.raw_head(),
             ProxyBody::Logged(l) => l.inner().raw_head(),
@@ -50,7 +50,7 @@ impl ProxyBody {
         }
     }
 
-    pub fn raw_head_mut(&mut self) -> Option<&mut crate::direct::RawHead> {
+    pub fn raw_head_mut(&mut self) -> Option<&mut crate::upstream::direct::RawHead> {
         match self {
             ProxyBody::Direct(b) => b.raw_head_mut(),
             ProxyBody::Logged(l) => l.inner_mut().raw_head_mut(),

@@ -2,6 +2,12 @@
 //! on one listener (told apart by a peek; hyper-util's auto builder behind TLS), and a bounded graceful drain. Knows nothing of
 //! canaries: it hands each request and its connection to a handler.
 
+pub mod deadlines;
+pub mod drain;
+pub mod h1;
+pub mod memory;
+pub mod tls;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -15,13 +21,12 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::body::{ClientBody, ProxyBody};
-use crate::conn::{ConnState, GuardedIo, InflightGuard};
-use crate::drain::{Drainer, Watch};
-use crate::fields::RequestHead;
-use crate::h1;
+use crate::http::fields::RequestHead;
 use crate::metrics::Metrics;
+use crate::proxy::body::{ClientBody, ProxyBody};
 use crate::proxy::Conn;
+use crate::server::deadlines::{ConnState, GuardedIo, InflightGuard};
+use crate::server::drain::{Drainer, Watch};
 
 /// What a listener serves. `conn` by reference: it lives as long as its connection, and a
 /// clone per request (an `Arc` count up and down) is not free.
@@ -60,7 +65,7 @@ struct Tracked {
 
 impl http_body::Body for Tracked {
     type Data = bytes::Bytes;
-    type Error = crate::body::BoxError;
+    type Error = crate::proxy::body::BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
@@ -285,7 +290,7 @@ where
             }))
         }
     });
-    let served: Result<(), crate::body::BoxError> = match proto {
+    let served: Result<(), crate::proxy::body::BoxError> = match proto {
         Some(Proto::Http1) => {
             // Our own server first; hyper's takes over at the first request that is not ours.
             let flag = AtomicBool::new(false);

@@ -8,10 +8,10 @@ use serde_json::{json, Value};
 
 use crate::cohort::Cohort;
 use crate::config::RollbackConfig;
-use crate::histogram::{boundary_at_or_above, quantile_bucket, upper_edge_micros};
-use crate::judge::{Judge, JudgeParams, Scope, SliceInput, Trigger, Verdict};
-use crate::recorder::SliceCounts;
-use crate::window::{CohortFigures, Window};
+use crate::judge::histogram::{boundary_at_or_above, quantile_bucket, upper_edge_micros};
+use crate::judge::recorder::SliceCounts;
+use crate::judge::sequential::{Judge, JudgeParams, Scope, SliceInput, Trigger, Verdict};
+use crate::judge::window::{CohortFigures, Window};
 
 /// Stable requests the window must hold before the stable's latency narrows T.
 pub const STABLE_LATENCY_MIN: u64 = 1_000;
@@ -173,7 +173,7 @@ pub fn round6(x: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::config::{Config, RollbackConfig};
-    use crate::histogram::bucket_of;
+    use crate::judge::histogram::bucket_of;
 
     fn rollback(extra: &str) -> RollbackConfig {
         let toml = format!("[stable]\nendpoints = [\"http://127.0.0.1:1\"]\n[rollback]\nevaluate_every = \"1s\"\n{extra}");

@@ -8,7 +8,7 @@ use http::header::{
 };
 use http::header::{PROXY_AUTHENTICATE, PROXY_AUTHORIZATION};
 
-use crate::identity::X_FORWARDED_FOR;
+use crate::proxy::identity::X_FORWARDED_FOR;
 
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

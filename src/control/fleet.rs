@@ -4,11 +4,11 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::wire::{Latch, RemoteLatch, ReplicaCard, SliceWire};
-use super::{now_ms, Fleet};
 use crate::cohort::Cohort;
+use crate::control::routing::{CanaryState, RoutingTable};
 use crate::control::Control;
-use crate::routing::{CanaryState, RoutingTable};
+use crate::fleet::wire::{Latch, RemoteLatch, ReplicaCard, SliceWire};
+use crate::fleet::{now_ms, Fleet};
 
 /// How long a replica waits after a slice ends for the others to publish theirs.
 pub fn grace(every: Duration) -> Duration {

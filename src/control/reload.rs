@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::control::routing::{CanaryState, RoutingTable};
 use crate::control::{Control, ControlError, Transition};
 use crate::fleet::Claim;
-use crate::routing::{CanaryState, RoutingTable};
 
 impl Control {
     /// Re-reads the config file; a valid one is swapped in whole, an invalid one refused.
@@ -50,7 +50,7 @@ impl Control {
             ));
         }
         let tls = match &config.proxy.tls {
-            Some(files) => Some(crate::tls::server_config(files).map_err(refuse)?),
+            Some(files) => Some(crate::server::tls::server_config(files).map_err(refuse)?),
             None => None,
         };
         let new_version = old.config.canary.version != config.canary.version;

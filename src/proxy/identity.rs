@@ -9,10 +9,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::header::{HeaderName, COOKIE};
 
-use crate::fields::Fields;
+use crate::http::fields::Fields;
 use ipnet::IpNet;
 
-pub use crate::ip_text::IpText;
+pub use crate::http::ip_text::IpText;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -109,7 +109,7 @@ pub fn client_ip(peer: IpAddr, fields: Fields<'_>, trusted: &[IpNet]) -> IpAddr 
     let mut believed = peer;
     // Several X-Forwarded-For headers form one list, in order; walk it from the right.
     for value in fields.all(&X_FORWARDED_FOR).rev() {
-        let Some(text) = crate::fields::text(value) else {
+        let Some(text) = crate::http::fields::text(value) else {
             return believed;
         };
         for entry in text.rsplit(',') {
@@ -206,7 +206,7 @@ mod tests {
     fn check_ip(peer: &str, xff: &[&str], trusted: &[&str], expected: &str) {
         let pairs: Vec<_> = xff.iter().map(|v| ("x-forwarded-for", *v)).collect();
         let (h, head) = (headers(&pairs), as_came(&pairs));
-        let spans = crate::fields::index(&head).unwrap();
+        let spans = crate::http::fields::index(&head).unwrap();
         let raw = Fields::AsCame {
             head: &head,
             spans: &spans,
@@ -278,7 +278,7 @@ mod tests {
             .collect();
         let (h, head) = (headers(pairs), as_came(pairs));
         let ip = IpText::new("203.0.113.7".parse().unwrap());
-        let spans = crate::fields::index(&head).unwrap();
+        let spans = crate::http::fields::index(&head).unwrap();
         let raw = Fields::AsCame {
             head: &head,
             spans: &spans,

@@ -9,11 +9,11 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
-use crate::body::ClientBody;
+use crate::proxy::body::ClientBody;
 
 /// As many request headers as hyper's server is set to take (`server::http1_settings`).
 const MAX_HEADERS: usize = 256;
-pub use crate::fields::Span;
+pub use crate::http::fields::Span;
 
 /// A request we serve ourselves.
 #[derive(Debug)]
@@ -255,7 +255,7 @@ mod tests {
             panic!("not ours")
         };
         assert!(head.req.headers().is_empty());
-        let fields = crate::fields::Fields::AsCame {
+        let fields = crate::http::fields::Fields::AsCame {
             head: &head.raw,
             spans: &spans,
         };

@@ -5,9 +5,9 @@
 
 use http::Method;
 
-use crate::fields::{Fields, Span};
-use crate::headers::{is_hop_by_hop, Hop};
-use crate::identity::X_FORWARDED_FOR;
+use crate::http::fields::{Fields, Span};
+use crate::http::headers::{is_hop_by_hop, Hop};
+use crate::proxy::identity::X_FORWARDED_FOR;
 
 /// What the copy saw of the fields the proxy sets or reads.
 struct Seen<'r> {
@@ -144,8 +144,8 @@ pub fn write_head(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::h1::request::{parse, Parsed};
-    use crate::headers::{strip_hop_by_hop, to_upstream};
+    use crate::http::headers::{strip_hop_by_hop, to_upstream};
+    use crate::server::h1::request::{parse, Parsed};
     use bytes::BytesMut;
     use http::HeaderValue;
 
@@ -192,7 +192,7 @@ mod tests {
             cohort: &cohort,
         };
         let mut raw = Vec::new();
-        let spans = crate::fields::index(head.as_bytes()).unwrap();
+        let spans = crate::http::fields::index(head.as_bytes()).unwrap();
         write_head(
             &mut raw,
             &parts.method,

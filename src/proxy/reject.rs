@@ -6,7 +6,7 @@ use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{Request, StatusCode, Version};
 
 use crate::config::Limits;
-use crate::fields::{text, Fields};
+use crate::http::fields::{text, Fields};
 
 /// (reason label, status, one-line body).
 pub type Rejection = (&'static str, StatusCode, &'static str);
@@ -170,7 +170,7 @@ mod tests {
             head.extend_from_slice(b"\r\n");
         }
         head.extend_from_slice(b"\r\n");
-        let spans = crate::fields::index(&head).unwrap();
+        let spans = crate::http::fields::index(&head).unwrap();
         let raw = Fields::AsCame {
             head: &head,
             spans: &spans,

@@ -17,8 +17,8 @@ use http_body::{Body, Frame, SizeHint};
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 
-use crate::body::ProxyBody;
 use crate::config::AccessLog as Destination;
+use crate::proxy::body::ProxyBody;
 
 /// Lines that may wait for the writer before new ones are dropped.
 const CAPACITY: usize = 16_384;
@@ -169,7 +169,7 @@ impl Logged {
     pub fn poll_frame(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, crate::body::BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::proxy::body::BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(f))) => {

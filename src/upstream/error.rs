@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::body::ProxyBody;
+use crate::proxy::body::ProxyBody;
 
 /// Why an exchange could not be completed normally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,11 +79,13 @@ impl ExchangeError {
     /// request-body stream saw the client fail first.
     pub fn classify(
         err: &hyper_util::client::legacy::Error,
-        client: Option<crate::body::ClientFailure>,
+        client: Option<crate::proxy::body::ClientFailure>,
     ) -> Self {
         match client {
-            Some(crate::body::ClientFailure::Aborted) => return ExchangeError::ClientBody,
-            Some(crate::body::ClientFailure::Stalled) => return ExchangeError::ClientStalled,
+            Some(crate::proxy::body::ClientFailure::Aborted) => return ExchangeError::ClientBody,
+            Some(crate::proxy::body::ClientFailure::Stalled) => {
+                return ExchangeError::ClientStalled
+            }
             None => {}
         }
         if err.is_connect() {

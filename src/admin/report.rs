@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::cohort::Cohort;
 use crate::control::Control;
-use crate::judgement::round6;
+use crate::judge::judgement::round6;
 
 /// A duration the way Go and Prometheus print it: "5m0s", "1h30m0s", "1.5s", "250ms".
 pub fn go_duration(d: Duration) -> String {

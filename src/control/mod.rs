@@ -2,6 +2,12 @@
 //! resume, reset and reload. Transitions are serialised; the swap itself is one store and comes
 //! before any IO, so a rollback cannot be delayed or undone by a slow disk.
 
+pub mod fleet;
+pub mod latch_file;
+pub mod reload;
+pub mod routing;
+pub mod schedule;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,13 +15,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cohort::Cohort;
+use crate::control::routing::{CanaryState, Router, RoutingTable};
 use crate::fleet::{Claim, Fleet};
-use crate::judge::{Scope, Trigger};
-use crate::judgement::Judgement;
+use crate::judge::judgement::Judgement;
+use crate::judge::recorder::Recorder;
+use crate::judge::sequential::{Scope, Trigger};
 use crate::metrics::Metrics;
-use crate::recorder::Recorder;
-use crate::routing::{CanaryState, Router, RoutingTable};
-use crate::state::{self, LatchState, RollbackRecord, StateError};
+use latch_file::{LatchState, RollbackRecord, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -156,8 +162,8 @@ impl Control {
     pub(crate) async fn judge_slice(
         &self,
         table: &RoutingTable,
-        stable: &crate::recorder::SliceCounts,
-        canary: &crate::recorder::SliceCounts,
+        stable: &crate::judge::recorder::SliceCounts,
+        canary: &crate::judge::recorder::SliceCounts,
     ) {
         let r = &table.config.rollback;
         let verdict = self.judgement().step(r, stable, canary);
@@ -365,7 +371,7 @@ impl Control {
         rolled_back: bool,
     ) -> Result<(), StateError> {
         let state = LatchState {
-            format: state::FORMAT,
+            format: latch_file::FORMAT,
             canary_version: version.to_string(),
             rolled_back,
             last_rollback: self.last_rollback(),
@@ -373,7 +379,7 @@ impl Control {
         };
         let path = path.to_path_buf();
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || state::save(&path, &state))
+        let result = tokio::task::spawn_blocking(move || latch_file::save(&path, &state))
             .await
             .unwrap_or_else(|e| {
                 Err(StateError::Write {

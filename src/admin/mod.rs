@@ -2,6 +2,9 @@
 //! `POST` needs `Authorization: Bearer TOKEN` when a token is set (compared in constant time),
 //! and is written to the log as an audit line.
 
+pub mod client;
+pub mod report;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -11,14 +14,13 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::body::{ClientBody, ProxyBody};
 use crate::control::{Control, ControlError, Transition};
+use crate::proxy::body::{ClientBody, ProxyBody};
 use crate::proxy::Conn;
-use crate::report;
 use crate::server::Handler;
 
 /// The live dashboard, served on `GET /`: no asset from anywhere else.
-const DASHBOARD: &str = include_str!("assets/dashboard.html");
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// The largest admin request body read.
 const MAX_BODY: usize = 64 * 1024;
@@ -48,7 +50,7 @@ impl Handler for Admin {
         self: &Arc<Self>,
         req: Request<ClientBody>,
         conn: &Conn,
-        _as_came: Option<crate::fields::RequestHead<'_>>,
+        _as_came: Option<crate::http::fields::RequestHead<'_>>,
     ) -> Response<ProxyBody> {
         let path = req.uri().path().to_string();
         let Some(&(_, allowed)) = ENDPOINTS.iter().find(|(p, _)| *p == path) else {

@@ -8,7 +8,6 @@
 //! handed over to hyper's server with the bytes already read, and hyper serves the rest of the
 //! connection: every refusal and every streaming rule keeps one source.
 
-pub mod fields;
 pub mod request;
 pub mod response;
 mod rewind;
@@ -28,10 +27,10 @@ use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
-use crate::body::ProxyBody;
-use crate::bufpool;
-use crate::conn::ConnState;
+use crate::http::bufpool;
+use crate::proxy::body::ProxyBody;
 use crate::proxy::Conn;
+use crate::server::deadlines::ConnState;
 use crate::server::Handler;
 use request::Parsed;
 use response::Framing;
@@ -114,7 +113,7 @@ where
 
         let head_request = head.req.method() == Method::HEAD;
         let guard = state.begin();
-        let as_came = crate::fields::RequestHead {
+        let as_came = crate::http::fields::RequestHead {
             bytes: &head.raw,
             spans: &spans,
         };
@@ -180,8 +179,8 @@ async fn answer<I, H>(
     io: &mut I,
     buf: &mut BytesMut,
     handler: &Arc<H>,
-    req: http::Request<crate::body::ClientBody>,
-    as_came: crate::fields::RequestHead<'_>,
+    req: http::Request<crate::proxy::body::ClientBody>,
+    as_came: crate::http::fields::RequestHead<'_>,
     conn: &Conn,
     settings: &Settings,
 ) -> Option<http::Response<ProxyBody>>
@@ -330,7 +329,7 @@ impl<F: Future> Future for Draining<'_, F> {
     }
 }
 
-impl<F: Future> crate::drain::Drain for Draining<'_, F> {
+impl<F: Future> crate::server::drain::Drain for Draining<'_, F> {
     fn drain(self: Pin<&mut Self>) {
         self.flag.store(true, Ordering::Relaxed);
     }

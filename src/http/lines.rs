@@ -48,7 +48,7 @@ fn copy<'r>(
         }
         let colon = memchr::memchr(b':', line).unwrap_or(line.len());
         let (name, value) = (&line[..colon], line.get(colon + 1..).unwrap_or_default());
-        let kept = if crate::headers::is_hop_by_hop(name) {
+        let kept = if crate::http::headers::is_hop_by_hop(name) {
             if name.eq_ignore_ascii_case(b"connection")
                 && listed.is_none()
                 && connection_names(value).any(|t| {

@@ -32,7 +32,7 @@ use tokio::time::Sleep;
 pub use body::{DirectBody, RawHead};
 use idle::{Home, IdleSet};
 
-use crate::error::ExchangeError;
+use crate::upstream::error::ExchangeError;
 
 /// Why a direct exchange failed, already in the proxy's terms.
 #[derive(Debug)]
@@ -97,7 +97,11 @@ impl DirectClient {
         started: Instant,
         deadline: Instant,
         raw: bool,
-        as_came: Option<(&[u8], &[crate::fields::Span], &crate::headers::Hop<'_>)>,
+        as_came: Option<(
+            &[u8],
+            &[crate::http::fields::Span],
+            &crate::http::headers::Hop<'_>,
+        )>,
     ) -> Result<Response<DirectBody>, Failure> {
         let method = &parts.method;
         let idempotent = matches!(
@@ -237,8 +241,8 @@ struct Ask<'a> {
     /// written from these rather than from `headers` (`forwarded`).
     as_came: Option<(
         &'a [u8],
-        &'a [crate::fields::Span],
-        &'a crate::headers::Hop<'a>,
+        &'a [crate::http::fields::Span],
+        &'a crate::http::headers::Hop<'a>,
     )>,
 }
 
@@ -311,7 +315,7 @@ async fn answer(
             Ok(None) => {}
             Err(e) => return Err(Sent::Broken(Failure::new(ExchangeError::Protocol, e))),
         }
-        crate::bufpool::make_room(buf);
+        crate::http::bufpool::make_room(buf);
         let read = stream.read_buf(buf).await;
         match read {
             Ok(0) | Err(_) if !got_any => {

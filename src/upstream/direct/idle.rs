@@ -71,7 +71,7 @@ impl IdleSet {
     fn checkin(&self, slot: usize, mut conn: Conn, now: Instant) {
         if conn.buf.is_empty() {
             // An idle connection holds no read buffer (`bufpool`).
-            crate::bufpool::put(std::mem::take(&mut conn.buf));
+            crate::http::bufpool::put(std::mem::take(&mut conn.buf));
         } else if conn.buf.capacity() > KEEP_BUF {
             conn.buf = BytesMut::new();
         }

@@ -2,6 +2,9 @@
 //! refuses connections is skipped for a back-off of 5 s doubling to 60 s), and the pooled
 //! keep-alive client that talks to them.
 
+pub mod direct;
+pub mod error;
+
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -10,10 +13,10 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::UpstreamBody;
 use crate::cohort::Cohort;
 use crate::config::{EndpointConfig, Timeouts};
 use crate::metrics::CohortMetrics;
+use crate::proxy::body::UpstreamBody;
 
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
@@ -87,11 +90,11 @@ impl Pool {
         let mut exposed_lines = Vec::new();
         for (name, value) in [
             (
-                crate::headers::X_DEPLOYMENT_COHORT.as_str(),
+                crate::http::headers::X_DEPLOYMENT_COHORT.as_str(),
                 cohort.as_str().as_bytes(),
             ),
             (
-                crate::headers::X_DEPLOYMENT_VERSION.as_str(),
+                crate::http::headers::X_DEPLOYMENT_VERSION.as_str(),
                 version_header.as_bytes(),
             ),
         ] {

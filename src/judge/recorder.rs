@@ -12,7 +12,7 @@ use std::time::Duration;
 use crossbeam_queue::ArrayQueue;
 
 use crate::cohort::Cohort;
-use crate::histogram::{bucket_of, BUCKETS};
+use crate::judge::histogram::{bucket_of, BUCKETS};
 
 /// How many identities each cohort's error set remembers before errors count plainly.
 pub const ERROR_SET_CAP: usize = 1_000_000;

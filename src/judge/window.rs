@@ -8,8 +8,8 @@
 use std::collections::VecDeque;
 
 use crate::cohort::Cohort;
-use crate::histogram::{quantile_seconds, BUCKETS};
-use crate::recorder::SliceCounts;
+use crate::judge::histogram::{quantile_seconds, BUCKETS};
+use crate::judge::recorder::SliceCounts;
 
 struct Stored {
     requests: u64,
@@ -141,7 +141,7 @@ const _: () = assert!(BUCKETS <= 256, "bucket indexes are stored as u8");
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::histogram::bucket_of;
+    use crate::judge::histogram::bucket_of;
     use std::time::Duration;
 
     fn slice(requests: u64, errors: u64, ms: u64) -> SliceCounts {

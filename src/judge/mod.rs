@@ -1,0 +1,7 @@
+//! Whether the canary breaks its limits.
+
+pub mod histogram;
+pub mod judgement;
+pub mod recorder;
+pub mod sequential;
+pub mod window;
