@@ -270,9 +270,9 @@ fn codec(c: &mut Criterion) {
 
 fn h1(c: &mut Criterion) {
     use bytes::{Bytes, BytesMut};
+    use canary_proxy::http::lines::RawHead;
     use canary_proxy::server::h1::request::{parse, recycle, Parsed};
     use canary_proxy::server::h1::response::{write_head, Framing};
-    use canary_proxy::upstream::direct::RawHead;
     let head: &[u8] = b"GET /checkout/cart?step=2 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nAccept: text/html,application/xhtml+xml\r\nAccept-Language: en-GB,en;q=0.9\r\nCookie: session_id=abc123; theme=dark\r\nX-User-Id: 42\r\n\r\n";
     let mut spans = Vec::new();
     c.bench_function("h1: parse a request head (6 fields) into a map", |b| {

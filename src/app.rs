@@ -19,7 +19,7 @@ use crate::fleet::Fleet;
 use crate::judge::recorder::Recorder;
 use crate::metrics::Metrics;
 use crate::proxy::access_log::AccessLog;
-use crate::proxy::{Conn, Proxy};
+use crate::proxy::Proxy;
 use crate::server::{serve, Handler, ServeOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,12 +54,13 @@ pub struct App {
 
 impl Handler for Proxy {
     const AS_CAME: bool = true;
+    type Body = crate::proxy::body::ProxyBody;
 
     // The pipeline's own future, not one wrapped around it: each layer is a copy per request.
     fn call<'a>(
         self: &'a Arc<Self>,
-        req: http::Request<crate::proxy::body::ClientBody>,
-        conn: &'a Conn,
+        req: http::Request<crate::http::body::ClientBody>,
+        conn: &'a crate::server::ClientConn,
         as_came: Option<crate::http::fields::RequestHead<'a>>,
     ) -> impl std::future::Future<Output = http::Response<crate::proxy::body::ProxyBody>> + Send + 'a
     {
@@ -154,7 +155,7 @@ impl App {
         ));
         if let Some(f) = &fleet {
             // Read the fleet's latch before serving a single request.
-            f.first_read(&control).await;
+            f.first_read(&*control).await;
         }
         let access_log =
             AccessLog::start(&config.proxy.access_log, metrics.access_log_dropped.clone())

@@ -16,4 +16,5 @@ pub mod judge;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod sys;
 pub mod upstream;

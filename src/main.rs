@@ -208,28 +208,12 @@ fn run(path: &Path) -> ExitCode {
 /// towards the hard one, as NGINX's worker_rlimit_nofile does, and say so when it is short.
 fn raise_fd_limit(max_connections: usize) {
     let want = (max_connections as u64).saturating_mul(2) + 1024;
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let Some(open_files) = canary_proxy::sys::raise_open_files(want) else {
+        return;
     };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return;
-        }
-        if lim.rlim_cur < want {
-            let raised = libc::rlimit {
-                rlim_cur: want.min(lim.rlim_max),
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
-            }
-        }
-    }
-    if lim.rlim_cur < want {
+    if open_files < want {
         tracing::warn!(
-            open_files = lim.rlim_cur, needed = want,
+            open_files, needed = want,
             "the open-file limit is below what limits.max_connections may need; accept errors will back off rather than crash"
         );
     }

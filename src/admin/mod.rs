@@ -15,8 +15,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::control::{Control, ControlError, Transition};
-use crate::proxy::body::{ClientBody, ProxyBody};
-use crate::proxy::Conn;
+use crate::http::body::ClientBody;
+use crate::proxy::body::ProxyBody;
+use crate::server::ClientConn;
 use crate::server::Handler;
 
 /// The live dashboard, served on `GET /`: no asset from anywhere else.
@@ -46,10 +47,12 @@ pub struct Admin {
 }
 
 impl Handler for Admin {
+    type Body = ProxyBody;
+
     async fn call(
         self: &Arc<Self>,
         req: Request<ClientBody>,
-        conn: &Conn,
+        conn: &ClientConn,
         _as_came: Option<crate::http::fields::RequestHead<'_>>,
     ) -> Response<ProxyBody> {
         let path = req.uri().path().to_string();
@@ -129,7 +132,7 @@ impl Admin {
         &self,
         path: &str,
         body: serde_json::Map<String, Value>,
-        conn: &Conn,
+        conn: &ClientConn,
     ) -> Response<ProxyBody> {
         let caller = Some(conn.peer);
         let reason = body

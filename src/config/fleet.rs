@@ -4,6 +4,21 @@
 use super::validate::Ctx;
 use super::*;
 
+/// A Redis URL fit for logs and `check`: any password replaced by `***`.
+pub fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, host) = match rest.rfind('@') {
+        Some(at) => (&rest[..at], &rest[at + 1..]),
+        None => return url.to_string(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{scheme}://***@{host}"),
+    }
+}
+
 /// Fleet and replica names go into Redis keys and log lines: keep them plain.
 fn plain_name(text: &str) -> bool {
     !text.is_empty()
@@ -21,7 +36,7 @@ pub(super) fn validate(cx: &Ctx, f: &RawFleet) -> Result<FleetConfig, ConfigErro
             "fleet.redis",
             format!(
                 "a redis:// or rediss:// URL such as \"redis://10.0.0.9:6379/0\", got {:?}",
-                crate::fleet::mask_password(redis)
+                mask_password(redis)
             ),
         ));
     }
@@ -32,7 +47,7 @@ pub(super) fn validate(cx: &Ctx, f: &RawFleet) -> Result<FleetConfig, ConfigErro
         ));
     }
     let replica = match f.replica.trim() {
-        "" => crate::fleet::hostname(),
+        "" => crate::sys::hostname(),
         r => r.to_string(),
     };
     if !plain_name(&replica) {
@@ -122,5 +137,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!masked.contains("pw@"), "{masked}");
+    }
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            mask_password("redis://:s3cret@10.0.0.9:6379/0"),
+            "redis://:***@10.0.0.9:6379/0"
+        );
+        assert_eq!(
+            mask_password("rediss://app:s3cret@r.example:6380"),
+            "rediss://app:***@r.example:6380"
+        );
+        assert_eq!(
+            mask_password("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
     }
 }

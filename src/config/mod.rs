@@ -4,6 +4,7 @@
 
 mod env;
 mod fleet;
+mod identity;
 mod raw;
 mod rollback;
 mod validate;
@@ -14,8 +15,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::proxy::identity::IdentitySource;
 pub use env::{apply_env, EnvOverrides, ENV_VARS};
+pub use fleet::mask_password;
+pub use identity::IdentitySource;
 pub use raw::*;
 
 /// A config that could not be loaded: where, which key, and what was expected.
@@ -248,7 +250,7 @@ impl Config {
             shown.admin.token = "***".into();
         }
         if let Some(f) = &mut shown.fleet {
-            f.redis = crate::fleet::mask_password(&f.redis);
+            f.redis = mask_password(&f.redis);
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }

@@ -5,14 +5,30 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::cohort::Cohort;
+use crate::control::latch_file::RollbackRecord;
 use crate::control::routing::{CanaryState, RoutingTable};
 use crate::control::Control;
 use crate::fleet::wire::{Latch, RemoteLatch, ReplicaCard, SliceWire};
-use crate::fleet::{now_ms, Fleet};
+use crate::fleet::{now_ms, Fleet, LatchHolder};
 
 /// How long a replica waits after a slice ends for the others to publish theirs.
 pub fn grace(every: Duration) -> Duration {
     (every / 5).min(Duration::from_millis(200))
+}
+
+/// The rollback record a remote latch carries, if it carries one.
+pub(crate) fn record_of(remote: &RemoteLatch) -> Option<RollbackRecord> {
+    serde_json::from_str(&remote.record).ok()
+}
+
+impl LatchHolder for Control {
+    fn latch_now(&self) -> (String, Latch, String) {
+        Control::latch_now(self)
+    }
+
+    async fn adopt(&self, remote: &RemoteLatch) {
+        Control::adopt(self, remote).await
+    }
 }
 
 impl Control {
@@ -81,7 +97,7 @@ impl Control {
                     return;
                 };
                 self.publish(&table);
-                let record = remote.record();
+                let record = record_of(remote);
                 tracing::warn!(
                     by = %remote.by, trigger = record.as_ref().map(|r| r.trigger.as_str()).unwrap_or(""),
                     canary_version = %remote.version, delay_ms, before = "active", after = "rolled_back",

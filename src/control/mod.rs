@@ -251,7 +251,7 @@ impl Control {
         match claim {
             Claim::Lost(remote) if remote.latch() == latch => {
                 tracing::warn!(by = %remote.by, trigger, "rolled back; replica {} decided first and its record is kept", remote.by);
-                record = remote.record().unwrap_or(record);
+                record = fleet::record_of(&remote).unwrap_or(record);
                 *lock(&self.last_rollback) = Some(record.clone());
                 self.persist(&cfg.state.path, &cfg.canary.version, true)
                     .await?;

@@ -18,7 +18,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
 use tokio::sync::Notify;
 
-use crate::config::FleetConfig;
+use crate::config::{mask_password, FleetConfig};
 use crate::metrics::FleetMetrics;
 use store::{Keys, Offer};
 use wire::{Latch, RemoteLatch, ReplicaCard};
@@ -40,6 +40,15 @@ pub enum Claim {
     Lost(RemoteLatch),
     /// No fleet, or Redis out of reach: the decision stands alone for now.
     Alone,
+}
+
+/// The replica's side of the latch, as the fleet task sees it: it reads ours and hands over
+/// the fleet's, never holding the control plane itself (which holds the fleet).
+pub trait LatchHolder: Send + Sync + 'static {
+    /// This replica's canary version, its latch, and its rollback record as JSON (or empty).
+    fn latch_now(&self) -> (String, wire::Latch, String);
+    /// A latch the fleet holds: applied when it ranks above ours.
+    fn adopt(&self, remote: &wire::RemoteLatch) -> impl std::future::Future<Output = ()> + Send;
 }
 
 pub struct Fleet {
@@ -64,33 +73,6 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// The default replica name.
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    match std::str::from_utf8(&buf[..end]) {
-        Ok(h) if rc == 0 && !h.is_empty() => h.to_string(),
-        _ => format!("replica-{}", std::process::id()),
-    }
-}
-
-/// A Redis URL fit for logs and `check`: any password replaced by `***`.
-pub fn mask_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (auth, host) = match rest.rfind('@') {
-        Some(at) => (&rest[..at], &rest[at + 1..]),
-        None => return url.to_string(),
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => format!("{scheme}://***@{host}"),
-    }
 }
 
 fn connection_info(config: &FleetConfig) -> Result<redis::ConnectionInfo, RedisError> {
@@ -289,26 +271,5 @@ impl Fleet {
         let (keys, me) = (&self.keys, self.config.replica.as_str());
         self.call(|mut c| async move { store::leave(&mut c, keys, me).await })
             .await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_reach_logs() {
-        assert_eq!(
-            mask_password("redis://:s3cret@10.0.0.9:6379/0"),
-            "redis://:***@10.0.0.9:6379/0"
-        );
-        assert_eq!(
-            mask_password("rediss://app:s3cret@r.example:6380"),
-            "rediss://app:***@r.example:6380"
-        );
-        assert_eq!(
-            mask_password("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
     }
 }

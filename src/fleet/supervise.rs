@@ -10,10 +10,9 @@ use redis::RedisError;
 
 use super::wire::RemoteLatch;
 use super::{
-    lock, mask_password, Claim, Fleet, BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, RESPONSE_TIMEOUT,
-    WARN_EVERY,
+    lock, mask_password, Claim, Fleet, LatchHolder, BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT,
+    RESPONSE_TIMEOUT, WARN_EVERY,
 };
-use crate::control::Control;
 
 impl Fleet {
     /// Keeps the connection and the latch subscription up until `stop`: connects with
@@ -21,7 +20,7 @@ impl Fleet {
     /// the fleet's adopted if it is ahead), then applies every published change.
     pub async fn run(
         self: Arc<Self>,
-        control: Arc<Control>,
+        control: Arc<impl LatchHolder>,
         stop: impl std::future::Future<Output = ()>,
     ) {
         let mut stop = std::pin::pin!(stop);
@@ -51,7 +50,7 @@ impl Fleet {
             backoff = BACKOFF_MIN;
             // A wake-up left from the connection before is not about this one.
             let _ = self.lost.notified().now_or_never();
-            self.reconcile(&control).await;
+            self.reconcile(&*control).await;
             tracing::info!(redis = %shown, fleet = %self.config.name, replica = %self.config.replica, "fleet: connected");
             loop {
                 tokio::select! {
@@ -88,7 +87,7 @@ impl Fleet {
     }
 
     /// Once, at start, before serving: open a connection just long enough to read the latch.
-    pub async fn first_read(&self, control: &Control) {
+    pub async fn first_read(&self, control: &impl LatchHolder) {
         match self.open().await {
             Ok(conn) => {
                 *lock(&self.conn) = Some(conn);
@@ -103,7 +102,7 @@ impl Fleet {
     }
 
     /// Offers our latch: Redis keeps the higher of the two, and we adopt it if it is theirs.
-    pub async fn reconcile(&self, control: &Control) {
+    pub async fn reconcile(&self, control: &impl LatchHolder) {
         let (version, latch, record) = control.latch_now();
         if let Claim::Lost(remote) = self.claim(&version, latch, &record).await {
             control.adopt(&remote).await;

@@ -4,7 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::control::latch_file::RollbackRecord;
 use crate::judge::histogram::BUCKETS;
 use crate::judge::recorder::SliceCounts;
 
@@ -22,7 +21,7 @@ pub struct RemoteLatch {
     pub version: String,
     pub generation: u64,
     pub rolled_back: bool,
-    /// A `RollbackRecord` as JSON, or empty.
+    /// The rollback record as JSON (the control plane's; opaque here), or empty.
     #[serde(default)]
     pub record: String,
     #[serde(default)]
@@ -38,10 +37,6 @@ impl RemoteLatch {
             generation: self.generation,
             rolled_back: self.rolled_back,
         }
-    }
-
-    pub fn record(&self) -> Option<RollbackRecord> {
-        serde_json::from_str(&self.record).ok()
     }
 
     pub fn at_ms(&self) -> Option<u64> {

@@ -8,8 +8,7 @@ use http::header::{
 };
 use http::header::{PROXY_AUTHENTICATE, PROXY_AUTHORIZATION};
 
-use crate::proxy::identity::X_FORWARDED_FOR;
-
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_DEPLOYMENT_COHORT: HeaderName = HeaderName::from_static("x-deployment-cohort");

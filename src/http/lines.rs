@@ -3,6 +3,18 @@
 //! upstream (`headers::write_upstream_fields`). Hop-by-hop fields and the names a `Connection`
 //! field lists never go on; which others do is the caller's `Keep`.
 
+/// An upstream's response head kept as it came, and the proxy's own fields to write with it.
+#[derive(Debug, Clone)]
+pub struct RawHead {
+    /// Status line and header lines, as the upstream sent them.
+    pub upstream: Bytes,
+    /// The proxy's own fields, already rendered (`X-Deployment-*`, made once per routing
+    /// table); an upstream field of the same name is then dropped.
+    pub ours: Option<Bytes>,
+}
+
+use bytes::Bytes;
+
 /// Which of a head's fields go on, besides the hop-by-hop rule every copy keeps.
 pub trait Keep<'r> {
     /// Whether this field goes on (`value` as it came, blanks around it included). Called

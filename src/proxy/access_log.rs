@@ -169,7 +169,7 @@ impl Logged {
     pub fn poll_frame(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, crate::proxy::body::BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::http::body::BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(f))) => {

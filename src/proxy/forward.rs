@@ -10,9 +10,11 @@ use hyper::body::{Body, Incoming};
 
 use super::{Proxy, Trace};
 use crate::control::routing::RoutingTable;
+use crate::http::body::ClientBody;
 use crate::http::fields::RequestHead;
 use crate::http::headers::{self, Hop};
-use crate::proxy::body::{BodyWatch, ClientBody, ProxyBody, UpstreamBody};
+use crate::proxy::body::ProxyBody;
+use crate::upstream::body::{BodyWatch, UpstreamBody};
 use crate::upstream::direct::DirectClient;
 use crate::upstream::error::{Blame, ExchangeError};
 use crate::upstream::Pool;

@@ -7,22 +7,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{HeaderName, COOKIE};
+use http::header::COOKIE;
 
+pub use crate::config::IdentitySource;
 use crate::http::fields::Fields;
+use crate::http::headers::X_FORWARDED_FOR;
 use ipnet::IpNet;
 
 pub use crate::http::ip_text::IpText;
-
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
-/// One entry of `canary.identity`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdentitySource {
-    Header(HeaderName),
-    Cookie(String),
-    Ip,
-}
 
 /// Which kind of source matched: logged, unlike the identity itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,42 +30,6 @@ impl SourceKind {
             SourceKind::Header => "header",
             SourceKind::Cookie => "cookie",
             SourceKind::Ip => "ip",
-        }
-    }
-}
-
-impl IdentitySource {
-    /// Parses `header:NAME`, `cookie:NAME` or `ip`; the error says what was expected.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if text == "ip" {
-            return Ok(IdentitySource::Ip);
-        }
-        if let Some(name) = text.strip_prefix("header:") {
-            return HeaderName::from_bytes(name.as_bytes())
-                .map(IdentitySource::Header)
-                .map_err(|_| format!("a valid header name after `header:`, got {text:?}"));
-        }
-        if let Some(name) = text.strip_prefix("cookie:") {
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
-            return if valid {
-                Ok(IdentitySource::Cookie(name.to_string()))
-            } else {
-                Err(format!("a valid cookie name after `cookie:`, got {text:?}"))
-            };
-        }
-        Err(format!(
-            "\"header:NAME\", \"cookie:NAME\" or \"ip\", got {text:?}"
-        ))
-    }
-
-    pub fn render(&self) -> String {
-        match self {
-            IdentitySource::Header(h) => format!("header:{h}"),
-            IdentitySource::Cookie(c) => format!("cookie:{c}"),
-            IdentitySource::Ip => "ip".into(),
         }
     }
 }
@@ -176,6 +132,7 @@ pub fn identify<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HeaderName;
     use http::HeaderMap;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {

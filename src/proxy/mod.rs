@@ -8,22 +8,24 @@ pub mod identity;
 pub mod reject;
 pub mod tunnel;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{TE, UPGRADE};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 
 use crate::control::routing::Router;
+use crate::http::body::ClientBody;
+use crate::http::canned::Canned;
 use crate::http::fields::{Fields, RequestHead};
 use crate::http::headers::{self, Hop};
 use crate::judge::recorder::{Exchange, Recorder};
 use crate::metrics::Metrics;
 use crate::proxy::access_log::{AccessLog, Entry};
-use crate::proxy::body::{ClientBody, ProxyBody};
+use crate::proxy::body::ProxyBody;
 use crate::proxy::identity::{client_ip, identify, IpText};
+use crate::server::ClientConn;
 use crate::upstream::direct::DirectClient;
-use crate::upstream::error::{plain, Blame, ExchangeError};
+use crate::upstream::error::{Blame, ExchangeError};
 
 mod forward;
 use crate::upstream::{Pool, UpstreamClient};
@@ -46,33 +48,6 @@ pub struct Proxy {
     h2_client: UpstreamClient,
     /// This worker's own HTTP/1.1 path for requests without a body (`direct`).
     direct: DirectClient,
-}
-
-/// The connection a request came in on.
-#[derive(Debug, Clone)]
-pub struct Conn {
-    pub peer: SocketAddr,
-    pub tls: bool,
-    /// The peer's address as `X-Forwarded-For` names it: made once per connection, not per
-    /// request (a header value of our own costs an allocation).
-    pub forwarded_for: HeaderValue,
-    /// Our own HTTP/1 server serves it: an upstream's response head may reach it as it came,
-    /// without a header map (hyper's servers need the map).
-    pub raw_heads: bool,
-}
-
-impl Conn {
-    pub fn new(peer: SocketAddr, tls: bool) -> Conn {
-        let text = IpText::new(peer.ip().to_canonical());
-        let forwarded_for = HeaderValue::from_str(text.as_str())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Conn {
-            peer,
-            tls,
-            forwarded_for,
-            raw_heads: false,
-        }
-    }
 }
 
 impl Proxy {
@@ -99,7 +74,7 @@ impl Proxy {
     pub async fn handle(
         &self,
         req: Request<ClientBody>,
-        conn: &Conn,
+        conn: &ClientConn,
         as_came: Option<RequestHead<'_>>,
     ) -> Response<ProxyBody> {
         let Some(log) = &self.access_log else {
@@ -129,7 +104,7 @@ impl Proxy {
     async fn serve(
         &self,
         mut req: Request<ClientBody>,
-        conn: &Conn,
+        conn: &ClientConn,
         as_came: Option<RequestHead<'_>>,
         mut log: Option<&mut Entry>,
     ) -> Response<ProxyBody> {
@@ -143,12 +118,7 @@ impl Proxy {
             crate::proxy::reject::check(&req, fields, &table.config.limits)
         {
             self.metrics.reject(reason);
-            let mut resp = plain(status, msg);
-            resp.headers_mut().insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
-            return resp;
+            return Canned::closing(status, msg).response();
         }
 
         let peer = conn.peer.ip().to_canonical();
@@ -249,26 +219,16 @@ impl Proxy {
                         tunnel::ask(resp.headers_mut(), &agreed);
                         resp.map(|_| ProxyBody::empty())
                     }
-                    (true, _, _) => {
-                        plain(StatusCode::BAD_GATEWAY, ExchangeError::Protocol.message())
-                    }
+                    (true, _, _) => ExchangeError::Protocol.canned().response(),
                     _ => resp,
                 }
             }
             Err((err, latency)) => {
-                if err.blame() == Blame::Upstream {
-                    record(err.status().as_u16(), latency, true);
-                    plain(err.status(), err.message())
-                } else {
-                    // The client broke its own request: answer if it still listens, then close.
-                    self.metrics.reject(err.kind());
-                    let mut resp = plain(err.status(), err.message());
-                    resp.headers_mut().insert(
-                        http::header::CONNECTION,
-                        http::HeaderValue::from_static("close"),
-                    );
-                    resp
+                match err.blame() {
+                    Blame::Upstream => record(err.status().as_u16(), latency, true),
+                    Blame::Client => self.metrics.reject(err.kind()),
                 }
+                err.canned().response()
             }
         };
         if table.config.canary.expose_headers {

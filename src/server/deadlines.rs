@@ -12,17 +12,25 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use http::StatusCode;
+
+use crate::http::canned::Canned;
 use crate::metrics::Metrics;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
-const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 54\r\nconnection: close\r\n\r\nrequest timeout: the request head did not arrive whole\n";
+/// The answer to a request head that did not arrive whole in time.
+pub const HEAD_TIMEOUT: Canned = Canned::closing(
+    StatusCode::REQUEST_TIMEOUT,
+    "request timeout: the request head did not arrive whole\n",
+);
+static RESPONSE_408: LazyLock<Vec<u8>> = LazyLock::new(|| HEAD_TIMEOUT.wire());
 
 /// What the server and the socket wrapper share about one connection.
 pub struct ConnState {
@@ -224,7 +232,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<I> {
                 if this.phase == Phase::Head && this.h2 != Some(true) {
                     this.state.metrics.reject("header_timeout");
                     // Best effort: the socket's buffer is empty while we wait for a head.
-                    let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
+                    let _ = Pin::new(&mut this.inner).poll_write(cx, &RESPONSE_408);
                 }
                 // End of stream: hyper closes the connection.
                 return Poll::Ready(Ok(()));

@@ -54,16 +54,8 @@ pub async fn return_after_bursts(
         if burst.sample(open) {
             tracing::debug!(open, "connection burst over: returning free memory");
             // It walks the allocator's arenas: not on the runtime's thread.
-            tokio::task::spawn_blocking(trim);
+            tokio::task::spawn_blocking(crate::sys::malloc_trim);
         }
-    }
-}
-
-fn trim() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory the allocator holds; it takes no pointers.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

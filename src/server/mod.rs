@@ -11,37 +11,76 @@ pub mod tls;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::http::body::{BoxError, ClientBody};
+use crate::http::canned::Canned;
 use crate::http::fields::RequestHead;
+use crate::http::ip_text::IpText;
+use crate::http::lines::RawHead;
 use crate::metrics::Metrics;
-use crate::proxy::body::{ClientBody, ProxyBody};
-use crate::proxy::Conn;
 use crate::server::deadlines::{ConnState, GuardedIo, InflightGuard};
 use crate::server::drain::{Drainer, Watch};
 
 /// What a listener serves. `conn` by reference: it lives as long as its connection, and a
 /// clone per request (an `Arc` count up and down) is not free.
+/// A response body a handler answers with: streamed by hyper's servers, or by ours, which may
+/// write an upstream's head as it came instead of the response's header map.
+pub trait Answer:
+    http_body::Body<Data = bytes::Bytes, Error = BoxError> + Send + Unpin + 'static
+{
+    /// The upstream's head as it came, when there is one to write on.
+    fn raw_head(&self) -> Option<&RawHead>;
+}
+
+/// The connection a request came in on.
+#[derive(Debug, Clone)]
+pub struct ClientConn {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    /// The peer's address as `X-Forwarded-For` names it: made once per connection, not per
+    /// request (a header value of our own costs an allocation).
+    pub forwarded_for: HeaderValue,
+    /// Our own HTTP/1 server serves it: an upstream's response head may reach it as it came,
+    /// without a header map (hyper's servers need the map).
+    pub raw_heads: bool,
+}
+
+impl ClientConn {
+    pub fn new(peer: SocketAddr, tls: bool) -> ClientConn {
+        let text = IpText::new(peer.ip().to_canonical());
+        let forwarded_for = HeaderValue::from_str(text.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ClientConn {
+            peer,
+            tls,
+            forwarded_for,
+            raw_heads: false,
+        }
+    }
+}
+
 pub trait Handler: Send + Sync + 'static {
     /// Reads a request's fields from `as_came` when given one, not from the request's map:
     /// our HTTP/1 server then builds no map at all (`fields::Fields`).
     const AS_CAME: bool = false;
+    type Body: Answer;
 
     /// `as_came`: the request head as our HTTP/1 server read it, for a handler that can use it.
     fn call<'a>(
         self: &'a Arc<Self>,
         req: Request<ClientBody>,
-        conn: &'a Conn,
+        conn: &'a ClientConn,
         as_came: Option<RequestHead<'a>>,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'a;
+    ) -> impl Future<Output = Response<Self::Body>> + Send + 'a;
 }
 
 pub struct ServeOptions {
@@ -58,14 +97,14 @@ pub struct ServeOptions {
 }
 
 /// A response body that keeps its request counted as in flight until it is dropped.
-struct Tracked {
-    body: ProxyBody,
+struct Tracked<B> {
+    body: B,
     _guard: InflightGuard,
 }
 
-impl http_body::Body for Tracked {
+impl<B: Answer> http_body::Body for Tracked<B> {
     type Data = bytes::Bytes;
-    type Error = crate::proxy::body::BoxError;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
@@ -226,7 +265,7 @@ pub async fn serve<H: Handler>(
                 // `GuardedIo` closes one that says nothing after a request.
                 match tokio::time::timeout(shared.header_read, sniff(&stream)).await {
                     Ok(proto) => {
-                        let conn = Conn::new(peer, false);
+                        let conn = ClientConn::new(peer, false);
                         connection(stream, conn, Some(proto), &shared, watch).await
                     }
                     Err(_) => tracing::debug!(%peer, "closed: nothing sent"),
@@ -238,7 +277,7 @@ pub async fn serve<H: Handler>(
                 let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
                 match tokio::time::timeout(shared.header_read, accept).await {
                     Ok(Ok(tls_stream)) => {
-                        let conn = Conn::new(peer, true);
+                        let conn = ClientConn::new(peer, true);
                         connection(tls_stream, conn, None, &shared, watch).await
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -258,8 +297,13 @@ pub async fn serve<H: Handler>(
 }
 
 /// Serves one connection (plain or TLS) until it ends or the drain closes it.
-async fn connection<I, H>(io: I, conn: Conn, proto: Option<Proto>, shared: &Shared<H>, watch: Watch)
-where
+async fn connection<I, H>(
+    io: I,
+    conn: ClientConn,
+    proto: Option<Proto>,
+    shared: &Shared<H>,
+    watch: Watch,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
@@ -290,7 +334,7 @@ where
             }))
         }
     });
-    let served: Result<(), crate::proxy::body::BoxError> = match proto {
+    let served: Result<(), BoxError> = match proto {
         Some(Proto::Http1) => {
             // Our own server first; hyper's takes over at the first request that is not ours.
             let flag = AtomicBool::new(false);
@@ -299,7 +343,7 @@ where
                 as_came: H::AS_CAME,
             };
             let handler = shared.handler.clone();
-            let ours = Conn {
+            let ours = ClientConn {
                 raw_heads: true,
                 ..conn.clone()
             };
@@ -336,18 +380,20 @@ where
     }
 }
 
+/// The answer to a connection over the cap.
+pub const OVER_CAPACITY: Canned = Canned::closing(
+    StatusCode::SERVICE_UNAVAILABLE,
+    "service unavailable: too many connections\n",
+);
+
 /// Over the connection cap: a canned 503 at once, then close. The socket is held for at most
 /// a second (to read what the client already sent, so closing does not reset the answer away),
 /// so a flood cannot pin descriptors for long.
 async fn refuse(mut stream: tokio::net::TcpStream, peer: SocketAddr) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const BODY: &str = "service unavailable: too many connections\n";
-    let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
-        BODY.len()
-    );
+    static ANSWER: LazyLock<Vec<u8>> = LazyLock::new(|| OVER_CAPACITY.wire());
     let bounded = async {
-        stream.write_all(answer.as_bytes()).await?;
+        stream.write_all(&ANSWER).await?;
         stream.shutdown().await?;
         let mut sink = [0u8; 4096];
         while stream.read(&mut sink).await? > 0 {}

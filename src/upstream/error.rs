@@ -2,10 +2,9 @@
 //! sees. Each failure knows which side caused it, so a client that hangs up is never blamed on
 //! the canary.
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::StatusCode;
 
-use crate::proxy::body::ProxyBody;
+use crate::http::canned::Canned;
 
 /// Why an exchange could not be completed normally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +61,15 @@ impl ExchangeError {
         }
     }
 
+    /// What the client is answered. A client that broke its own request is answered (if it
+    /// still listens) and its connection closed: what else it sent cannot be trusted.
+    pub fn canned(self) -> Canned {
+        match self.blame() {
+            Blame::Upstream => Canned::keep(self.status(), self.message()),
+            Blame::Client => Canned::closing(self.status(), self.message()),
+        }
+    }
+
     pub fn message(self) -> &'static str {
         match self {
             ExchangeError::Connect => "bad gateway: the upstream refused or could not be reached\n",
@@ -79,11 +87,13 @@ impl ExchangeError {
     /// request-body stream saw the client fail first.
     pub fn classify(
         err: &hyper_util::client::legacy::Error,
-        client: Option<crate::proxy::body::ClientFailure>,
+        client: Option<crate::upstream::body::ClientFailure>,
     ) -> Self {
         match client {
-            Some(crate::proxy::body::ClientFailure::Aborted) => return ExchangeError::ClientBody,
-            Some(crate::proxy::body::ClientFailure::Stalled) => {
+            Some(crate::upstream::body::ClientFailure::Aborted) => {
+                return ExchangeError::ClientBody
+            }
+            Some(crate::upstream::body::ClientFailure::Stalled) => {
                 return ExchangeError::ClientStalled
             }
             None => {}
@@ -103,15 +113,4 @@ impl ExchangeError {
         }
         ExchangeError::Reset
     }
-}
-
-/// A one-line plain-text response made by the proxy itself.
-pub fn plain(status: StatusCode, message: &'static str) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::full(Bytes::from_static(message.as_bytes())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }

@@ -2,6 +2,7 @@
 //! refuses connections is skipped for a back-off of 5 s doubling to 60 s), and the pooled
 //! keep-alive client that talks to them.
 
+pub mod body;
 pub mod direct;
 pub mod error;
 
@@ -16,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::cohort::Cohort;
 use crate::config::{EndpointConfig, Timeouts};
 use crate::metrics::CohortMetrics;
-use crate::proxy::body::UpstreamBody;
+use body::UpstreamBody;
 
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 

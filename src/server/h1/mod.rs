@@ -28,10 +28,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
 use crate::http::bufpool;
-use crate::proxy::body::ProxyBody;
-use crate::proxy::Conn;
 use crate::server::deadlines::ConnState;
-use crate::server::Handler;
+use crate::server::ClientConn;
+use crate::server::{Answer, Handler};
 use request::Parsed;
 use response::Framing;
 pub use rewind::Rewind;
@@ -63,7 +62,7 @@ pub struct Settings {
 /// Serves `io` until it closes, the drain ends it, or a request is hyper's.
 pub async fn serve<I, H>(
     mut io: I,
-    conn: Conn,
+    conn: ClientConn,
     state: Arc<ConnState>,
     handler: Arc<H>,
     settings: Settings,
@@ -179,11 +178,11 @@ async fn answer<I, H>(
     io: &mut I,
     buf: &mut BytesMut,
     handler: &Arc<H>,
-    req: http::Request<crate::proxy::body::ClientBody>,
+    req: http::Request<crate::http::body::ClientBody>,
     as_came: crate::http::fields::RequestHead<'_>,
-    conn: &Conn,
+    conn: &ClientConn,
     settings: &Settings,
-) -> Option<http::Response<ProxyBody>>
+) -> Option<http::Response<H::Body>>
 where
     I: AsyncRead + Unpin,
     H: Handler,
@@ -213,7 +212,7 @@ where
 async fn send_body<I: AsyncWrite + Unpin>(
     io: &mut I,
     out: &mut Vec<u8>,
-    mut body: ProxyBody,
+    mut body: impl Answer,
     framing: Framing,
     trailers_wanted: bool,
 ) -> io::Result<bool> {

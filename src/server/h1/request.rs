@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
-use crate::proxy::body::ClientBody;
+use crate::http::body::ClientBody;
 
 /// As many request headers as hyper's server is set to take (`server::http1_settings`).
 const MAX_HEADERS: usize = 256;

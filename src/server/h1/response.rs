@@ -9,8 +9,8 @@ use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, StatusCode};
 
 use crate::http::headers::{X_DEPLOYMENT_COHORT, X_DEPLOYMENT_VERSION};
+use crate::http::lines::RawHead;
 use crate::http::lines::{copy_kept, Keep};
-use crate::upstream::direct::RawHead;
 
 /// How the body after a response head is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

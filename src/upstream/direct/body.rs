@@ -13,6 +13,7 @@ use super::chunked::{Chunked, Step};
 use super::codec::{Framing, Invalid};
 use super::idle::Home;
 use super::Conn;
+use crate::http::lines::RawHead;
 
 /// Bigger reads for bigger bodies, within what a pooled connection may keep.
 const READ_MIN: usize = 8 * 1024;
@@ -25,16 +26,6 @@ pub struct DirectBody {
     home: Option<Home>,
     /// The response head as it came, when our own HTTP/1 server writes it on (`codec::Head::raw`).
     raw_head: Option<RawHead>,
-}
-
-/// An upstream's response head kept as it came, and the proxy's own fields to write with it.
-#[derive(Debug, Clone)]
-pub struct RawHead {
-    /// Status line and header lines, as the upstream sent them.
-    pub upstream: Bytes,
-    /// The proxy's own fields, already rendered (`X-Deployment-*`, made once per routing
-    /// table); an upstream field of the same name is then dropped.
-    pub ours: Option<Bytes>,
 }
 
 enum State {

@@ -6,8 +6,8 @@
 use http::Method;
 
 use crate::http::fields::{Fields, Span};
+use crate::http::headers::X_FORWARDED_FOR;
 use crate::http::headers::{is_hop_by_hop, Hop};
-use crate::proxy::identity::X_FORWARDED_FOR;
 
 /// What the copy saw of the fields the proxy sets or reads.
 struct Seen<'r> {

@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-pub use body::{DirectBody, RawHead};
+pub use body::DirectBody;
 use idle::{Home, IdleSet};
 
 use crate::upstream::error::ExchangeError;

@@ -1,0 +1,61 @@
+//! The only `unsafe` in the crate: three calls into the C library that std does not wrap.
+//! Each takes no pointer it does not own, and each has a safe fallback when the call fails.
+
+/// This machine's host name (the default replica name), or `replica-PID` when it has none.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(h) if rc == 0 && !h.is_empty() => h.to_string(),
+        _ => format!("replica-{}", std::process::id()),
+    }
+}
+
+/// Hands the allocator's free pages back to the system. A no-op off glibc.
+pub fn malloc_trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory the allocator holds; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The open-file limit as it stands after raising its soft value towards `want` (never past
+/// the hard one); `None` when it cannot be read.
+pub fn raise_open_files(want: u64) -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < want {
+            let raised = libc::rlimit {
+                rlim_cur: want.min(lim.rlim_max),
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    Some(lim.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_name_is_never_empty_and_the_limit_never_falls() {
+        assert!(!hostname().is_empty());
+        let before = raise_open_files(0).expect("getrlimit works here");
+        assert_eq!(raise_open_files(before), Some(before));
+        malloc_trim();
+    }
+}
