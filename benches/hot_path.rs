@@ -159,7 +159,7 @@ fn judge(c: &mut Criterion) {
     let cfg =
         Config::from_toml_str(toml, "bench.toml", std::path::Path::new("."), &|_| None).unwrap();
     let r = Recorder::default();
-    let mut j = Judgement::new(&cfg.rollback);
+    let mut j = Judgement::new(&cfg.rollback, std::time::SystemTime::now());
     let fill = |r: &Recorder| {
         for i in 0..50u64 {
             let cohort = if i % 10 == 0 {

@@ -20,7 +20,7 @@ use crate::judge::recorder::Recorder;
 use crate::metrics::Metrics;
 use crate::proxy::access_log::AccessLog;
 use crate::proxy::Proxy;
-use crate::server::{serve, Handler, ServeOptions};
+use crate::server::{serve, ServeOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -50,22 +50,6 @@ pub struct App {
     admin_listener: TcpListener,
     /// Workers beyond the first: each its own proxy (own upstream connections) and listener.
     workers: Vec<(Arc<Proxy>, std::net::TcpListener)>,
-}
-
-impl Handler for Proxy {
-    const AS_CAME: bool = true;
-    type Body = crate::proxy::body::ProxyBody;
-
-    // The pipeline's own future, not one wrapped around it: each layer is a copy per request.
-    fn call<'a>(
-        self: &'a Arc<Self>,
-        req: http::Request<crate::http::body::ClientBody>,
-        conn: &'a crate::server::ClientConn,
-        as_came: Option<crate::http::fields::RequestHead<'a>>,
-    ) -> impl std::future::Future<Output = http::Response<crate::proxy::body::ProxyBody>> + Send + 'a
-    {
-        self.handle(req, conn, as_came)
-    }
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {

@@ -237,7 +237,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     for w in workers {
         let _ = w.await;
     }
-    let m = control.metrics.encode();
+    let m = control.metrics().encode();
     let total = |cohort: &str| -> f64 {
         m.lines()
             .filter(|l| l.starts_with(&format!("canary_requests_total{{cohort=\"{cohort}\"")))

@@ -99,8 +99,9 @@ impl Admin {
             "/canary/status" => json_response(StatusCode::OK, &report::status(&self.control)),
             "/canary/metrics" => json_response(StatusCode::OK, &report::metrics(&self.control)),
             "/metrics" => {
-                let mut resp =
-                    Response::new(ProxyBody::full(Bytes::from(self.control.metrics.encode())));
+                let mut resp = Response::new(ProxyBody::full(Bytes::from(
+                    self.control.metrics().encode(),
+                )));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -172,7 +173,7 @@ impl Admin {
     }
 
     fn authorised(&self, req: &Request<ClientBody>) -> bool {
-        let table = self.control.router.load();
+        let table = self.control.table();
         let Some(token) = table.config.admin.token.as_deref() else {
             return true;
         };

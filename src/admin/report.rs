@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::cohort::Cohort;
 use crate::control::Control;
-use crate::judge::judgement::round6;
+use crate::judge::evidence::round6;
 
 /// A duration the way Go and Prometheus print it: "5m0s", "1h30m0s", "1.5s", "250ms".
 pub fn go_duration(d: Duration) -> String {
@@ -30,7 +30,7 @@ pub fn go_duration(d: Duration) -> String {
 }
 
 pub fn status(control: &Control) -> Value {
-    let table = control.router.load();
+    let table = control.table();
     let c = &table.config;
     let mut out = json!({
         "state": table.state.as_str(),
@@ -51,7 +51,7 @@ pub fn status(control: &Control) -> Value {
 }
 
 pub fn metrics(control: &Control) -> Value {
-    let table = control.router.load();
+    let table = control.table();
     let c = &table.config;
     let j = control.judgement();
     let (canary, stable) = (j.figures(Cohort::Canary), j.figures(Cohort::Stable));
@@ -85,7 +85,7 @@ pub fn metrics(control: &Control) -> Value {
         "traffic_percent": c.canary.traffic_percent,
         "state": table.state.as_str(),
         "canary_requests_judged": j.verdict().cum_nc,
-        "evidence": j.evidence_json(&c.rollback),
+        "evidence": j.evidence(&c.rollback),
     })
 }
 

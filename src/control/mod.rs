@@ -43,17 +43,19 @@ pub struct Transition {
     pub after: CanaryState,
 }
 
+/// The control plane. Its fields are its own: every change to routing goes through its methods
+/// (here and in this folder's other files), serialised by `transitions`.
 pub struct Control {
-    pub router: Arc<Router>,
-    pub recorder: Arc<Recorder>,
-    pub metrics: Arc<Metrics>,
+    router: Arc<Router>,
+    recorder: Arc<Recorder>,
+    metrics: Arc<Metrics>,
     judgement: Mutex<Judgement>,
     last_rollback: Mutex<Option<RollbackRecord>>,
-    pub(crate) config_path: Option<PathBuf>,
-    pub(crate) transitions: tokio::sync::Mutex<()>,
-    pub(crate) fleet: Option<Arc<Fleet>>,
+    config_path: Option<PathBuf>,
+    transitions: tokio::sync::Mutex<()>,
+    fleet: Option<Arc<Fleet>>,
     /// The latch's generation for this canary version (resumes seen): see `fleet::wire::Latch`.
-    pub(crate) generation: AtomicU64,
+    generation: AtomicU64,
 }
 
 /// What a `Control` starts from besides the routing parts.
@@ -69,20 +71,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The trigger whose evidence is nearest its threshold, in either scope.
-fn closest(evidence: &serde_json::Value) -> &'static str {
-    let gap = |t: &str| {
-        let e = &evidence[t];
-        let f = |k: &str| e[k].as_f64().unwrap_or(f64::NEG_INFINITY);
-        (f("cumulative") - f("threshold_cumulative")).max(f("window") - f("threshold_window"))
-    };
-    Trigger::ALL
-        .iter()
-        .map(|t| t.as_str())
-        .max_by(|a, b| gap(a).total_cmp(&gap(b)))
-        .unwrap_or("error_rate")
-}
-
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
@@ -95,7 +83,7 @@ impl Control {
         start: Start,
     ) -> Self {
         let table = router.load();
-        let judgement = Judgement::new(&table.config.rollback);
+        let judgement = Judgement::new(&table.config.rollback, SystemTime::now());
         let c = Control {
             router,
             recorder,
@@ -109,6 +97,15 @@ impl Control {
         };
         c.publish(&table);
         c
+    }
+
+    /// The routing table as it stands (one load; keep it for what you read together).
+    pub fn table(&self) -> Arc<RoutingTable> {
+        self.router.load()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn judgement(&self) -> MutexGuard<'_, Judgement> {
@@ -212,27 +209,17 @@ impl Control {
         };
         self.publish(&table);
         let cfg = &table.config;
-        let (figures, canary, stable) = {
-            let j = self.judgement();
-            (
-                j.figures_json(&cfg.rollback),
-                j.figures(Cohort::Canary),
-                j.figures(Cohort::Stable),
-            )
-        };
+        let figures = self.judgement().record_figures(&cfg.rollback);
+        let (canary, stable) = (figures.canary, figures.stable);
         // A manual rollback has no evidence of its own: show the trigger closest to firing.
-        let shown = if figures["evidence"][trigger].is_object() {
-            trigger
-        } else {
-            closest(&figures["evidence"])
-        };
-        let ev = &figures["evidence"][shown].clone();
+        let shown = Trigger::from_name(trigger).unwrap_or_else(|| figures.evidence.closest());
+        let ev = *figures.evidence.get(shown);
         let mut record = RollbackRecord {
             trigger: trigger.into(),
             reason: reason.clone(),
             at: now_rfc3339(),
             canary_version: cfg.canary.version.clone(),
-            figures,
+            figures: serde_json::to_value(figures).unwrap_or_default(),
             replica: self.fleet.as_ref().map(|f| f.config.replica.clone()),
         };
         // In a fleet the first decision written wins: one record, one count, everywhere.
@@ -269,11 +256,17 @@ impl Control {
         self.metrics.rollbacks.with_label_values(&[trigger]).inc();
         tracing::error!(
             trigger,
-            evidence_trigger = shown,
-            evidence_cumulative = %ev["cumulative"], threshold_cumulative = %ev["threshold_cumulative"],
-            evidence_window = %ev["window"], threshold_window = %ev["threshold_window"],
-            canary_requests = canary.requests, canary_error_rate = canary.error_rate, canary_p99 = canary.p99_latency,
-            stable_requests = stable.requests, stable_error_rate = stable.error_rate, stable_p99 = stable.p99_latency,
+            evidence_trigger = shown.as_str(),
+            evidence_cumulative = ev.cumulative,
+            threshold_cumulative = ev.threshold_cumulative,
+            evidence_window = ev.window,
+            threshold_window = ev.threshold_window,
+            canary_requests = canary.requests,
+            canary_error_rate = canary.error_rate,
+            canary_p99 = canary.p99_latency,
+            stable_requests = stable.requests,
+            stable_error_rate = stable.error_rate,
+            stable_p99 = stable.p99_latency,
             swap_us = swap.as_micros() as u64,
             "canary rolled back by trigger {trigger}: every new request now goes to stable"
         );
@@ -348,7 +341,7 @@ impl Control {
         let _ = self.recorder.take_slice(Cohort::Stable);
         let _ = self.recorder.take_slice(Cohort::Canary);
         self.recorder.forget_identities();
-        *self.judgement() = Judgement::new(&table.config.rollback);
+        *self.judgement() = Judgement::new(&table.config.rollback, SystemTime::now());
         self.publish(table);
     }
 

@@ -15,6 +15,8 @@ pub struct RawHead {
 
 use bytes::Bytes;
 
+use crate::http::hop;
+
 /// Which of a head's fields go on, besides the hop-by-hop rule every copy keeps.
 pub trait Keep<'r> {
     /// Whether this field goes on (`value` as it came, blanks around it included). Called
@@ -60,14 +62,10 @@ fn copy<'r>(
         }
         let colon = memchr::memchr(b':', line).unwrap_or(line.len());
         let (name, value) = (&line[..colon], line.get(colon + 1..).unwrap_or_default());
-        let kept = if crate::http::headers::is_hop_by_hop(name) {
+        let kept = if hop::is_hop_by_hop(name) {
             if name.eq_ignore_ascii_case(b"connection")
                 && listed.is_none()
-                && connection_names(value).any(|t| {
-                    !t.is_empty()
-                        && !t.eq_ignore_ascii_case(b"keep-alive")
-                        && !t.eq_ignore_ascii_case(b"close")
-                })
+                && hop::lists_fields(value)
             {
                 return None;
             }
@@ -101,9 +99,5 @@ pub fn values<'r>(raw: &'r [u8], name: &'r [u8]) -> impl Iterator<Item = &'r [u8
 
 /// Whether a `Connection` field of `head` lists `name`.
 fn in_connection(head: &[u8], name: &[u8]) -> bool {
-    values(head, b"connection").any(|v| connection_names(v).any(|t| t.eq_ignore_ascii_case(name)))
-}
-
-fn connection_names(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    v.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+    values(head, b"connection").any(|v| hop::lists(v, name))
 }

@@ -1,13 +1,12 @@
 //! One judgement of one canary: the window, the judge's sums, and the latency threshold T_i
 //! read from the stable window's histogram. It starts afresh on a new canary version, a resume
-//! and a reset. Pure but for the wall-clock start time it reports.
+//! and a reset. Pure: the wall-clock time it began is handed in.
 
 use std::time::{Duration, SystemTime};
 
-use serde_json::{json, Value};
-
 use crate::cohort::Cohort;
 use crate::config::RollbackConfig;
+use crate::judge::evidence::{round6, Evidence, EvidenceSet, Figures, Limit};
 use crate::judge::histogram::{boundary_at_or_above, quantile_bucket, upper_edge_micros};
 use crate::judge::recorder::SliceCounts;
 use crate::judge::sequential::{Judge, JudgeParams, Scope, SliceInput, Trigger, Verdict};
@@ -37,13 +36,14 @@ pub fn judge_params(r: &RollbackConfig) -> JudgeParams {
 }
 
 impl Judgement {
-    pub fn new(r: &RollbackConfig) -> Self {
+    /// `started`: now, as the wall clock says (shown as the window's start).
+    pub fn new(r: &RollbackConfig, started: SystemTime) -> Self {
         let judge = Judge::new(judge_params(r));
         let verdict = judge.verdict();
         let mut j = Judgement {
             window: Window::new(r.window_slices()),
             judge,
-            started: SystemTime::now(),
+            started,
             verdict,
             threshold_micros: 0,
         };
@@ -112,34 +112,38 @@ impl Judgement {
     }
 
     /// Per trigger: evidence and thresholds per scope, whether it is on, and its limit.
-    pub fn evidence_json(&self, r: &RollbackConfig) -> Value {
+    pub fn evidence(&self, r: &RollbackConfig) -> EvidenceSet {
         let th = self.thresholds();
         let v = self.verdict;
-        let mut out = serde_json::Map::new();
-        for t in Trigger::ALL {
+        let of = |t: Trigger| {
             let k = t as usize;
             let limit = match t {
-                Trigger::ErrorRate => json!({"max_error_rate": r.max_error_rate}),
-                Trigger::RelativeError => json!({"max_relative_error": r.max_relative_error}),
-                Trigger::Latency => json!({
-                    "latency_stat": r.latency_stat.as_str(),
-                    "max_latency": r.max_latency.as_secs_f64(),
-                    "threshold_seconds": self.latency_threshold_seconds(),
-                }),
+                Trigger::ErrorRate => Limit::ErrorRate {
+                    max_error_rate: r.max_error_rate,
+                },
+                Trigger::RelativeError => Limit::RelativeError {
+                    max_relative_error: r.max_relative_error,
+                },
+                Trigger::Latency => Limit::Latency {
+                    latency_stat: r.latency_stat.as_str(),
+                    max_latency: r.max_latency.as_secs_f64(),
+                    threshold_seconds: self.latency_threshold_seconds(),
+                },
             };
-            out.insert(
-                t.as_str().into(),
-                json!({
-                    "cumulative": round6(v.evidence[k][Scope::Cumulative as usize]),
-                    "window": round6(v.evidence[k][Scope::Window as usize]),
-                    "threshold_cumulative": round6(th[k][Scope::Cumulative as usize]),
-                    "threshold_window": round6(th[k][Scope::Window as usize]),
-                    "enabled": self.judge.is_on(t),
-                    "limit": limit,
-                }),
-            );
+            Evidence {
+                cumulative: round6(v.evidence[k][Scope::Cumulative as usize]),
+                window: round6(v.evidence[k][Scope::Window as usize]),
+                threshold_cumulative: round6(th[k][Scope::Cumulative as usize]),
+                threshold_window: round6(th[k][Scope::Window as usize]),
+                enabled: self.judge.is_on(t),
+                limit,
+            }
+        };
+        EvidenceSet {
+            error_rate: of(Trigger::ErrorRate),
+            relative_error: of(Trigger::RelativeError),
+            latency: of(Trigger::Latency),
         }
-        Value::Object(out)
     }
 
     pub fn figures(&self, cohort: Cohort) -> CohortFigures {
@@ -147,26 +151,14 @@ impl Judgement {
     }
 
     /// Both cohorts' figures and every trigger's evidence: what a rollback record keeps.
-    pub fn figures_json(&self, r: &RollbackConfig) -> Value {
-        let fig = |c| {
-            let f = self.figures(c);
-            json!({
-                "requests": f.requests, "errors": f.errors, "error_rate": round6(f.error_rate),
-                "p50_latency": f.p50_latency, "p99_latency": f.p99_latency,
-                "avg_latency": round6(f.avg_latency),
-            })
-        };
-        json!({
-            "evidence": self.evidence_json(r),
-            "canary": fig(Cohort::Canary),
-            "stable": fig(Cohort::Stable),
-            "canary_requests_judged": self.verdict.cum_nc,
-        })
+    pub fn record_figures(&self, r: &RollbackConfig) -> Figures {
+        Figures {
+            evidence: self.evidence(r),
+            canary: self.figures(Cohort::Canary).into(),
+            stable: self.figures(Cohort::Stable).into(),
+            canary_requests_judged: self.verdict.cum_nc,
+        }
     }
-}
-
-pub fn round6(x: f64) -> f64 {
-    (x * 1e6).round() / 1e6
 }
 
 #[cfg(test)]
@@ -192,7 +184,7 @@ mod tests {
     #[test]
     fn latency_threshold_follows_the_stable_histogram_once_it_holds_1000_requests() {
         let r = rollback("max_latency = \"2s\"\nlatency_tolerance = 1.25");
-        let mut j = Judgement::new(&r);
+        let mut j = Judgement::new(&r, SystemTime::UNIX_EPOCH);
         // Until the stable window holds 1,000 requests, T is max_latency rounded up to a boundary.
         let t0 = j.latency_threshold_seconds();
         assert!((2.0..=2.0 * 1.125).contains(&t0), "{t0}");
@@ -221,7 +213,7 @@ mod tests {
             v.evidence[Trigger::Latency as usize][0] > 0.0,
             "the slow slice added evidence"
         );
-        let mut j2 = Judgement::new(&r);
+        let mut j2 = Judgement::new(&r, SystemTime::UNIX_EPOCH);
         j2.step(
             &r,
             &slice(1000, Duration::from_millis(100)),

@@ -1,5 +1,6 @@
 //! Whether the canary breaks its limits.
 
+pub mod evidence;
 pub mod histogram;
 pub mod judgement;
 pub mod recorder;

@@ -24,6 +24,11 @@ pub enum Trigger {
 impl Trigger {
     pub const ALL: [Trigger; 3] = [Trigger::ErrorRate, Trigger::RelativeError, Trigger::Latency];
 
+    /// The trigger `as_str` names.
+    pub fn from_name(name: &str) -> Option<Trigger> {
+        Trigger::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::ErrorRate => "error_rate",

@@ -40,6 +40,26 @@ pub struct Entry {
     pub identity_source: Option<&'static str>,
 }
 
+impl Entry {
+    /// What is known of a request before its phases run; they fill in the rest.
+    pub fn begin<B>(req: &http::Request<B>, client: std::net::IpAddr) -> Entry {
+        Entry {
+            time: crate::control::now_rfc3339(),
+            client: client.to_string(),
+            method: req.method().to_string(),
+            path: req.uri().path().to_string(),
+            status: 0,
+            cohort: None,
+            version: None,
+            upstream: None,
+            latency_ms: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            identity_source: None,
+        }
+    }
+}
+
 pub struct AccessLog {
     tx: mpsc::Sender<Entry>,
     dropped: prometheus::IntCounter,

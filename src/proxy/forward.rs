@@ -1,6 +1,6 @@
 //! Forwarding one request to an endpoint of its pool: which client carries it (the direct
 //! path, or hyper's HTTP/1.1 or HTTP/2 client), the one retry of a refused connect on another
-//! endpoint, the request timeout, and how a failed attempt is counted.
+//! endpoint (`retry_on`, for every carrier), the request timeout, and how a failed attempt is counted.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +13,7 @@ use crate::control::routing::RoutingTable;
 use crate::http::body::ClientBody;
 use crate::http::fields::RequestHead;
 use crate::http::headers::{self, Hop};
+use crate::http::hop;
 use crate::proxy::body::ProxyBody;
 use crate::upstream::body::{BodyWatch, UpstreamBody};
 use crate::upstream::direct::DirectClient;
@@ -48,7 +49,7 @@ impl AsCame<'_> {
     /// ones, with the forwarded ones: for a client that needs a map.
     fn into_map(self, parts: &mut http::request::Parts) {
         parts.headers = crate::http::fields::to_map(self.head.bytes, self.head.spans);
-        headers::strip_hop_by_hop(&mut parts.headers);
+        hop::strip(&mut parts.headers);
         headers::to_upstream(&mut parts.headers, self.hop);
     }
 }
@@ -68,6 +69,25 @@ fn lend_map(result: &mut Outcome, parts: &mut http::request::Parts) {
 /// The request's parts, taken out for a client that needs them owned (an empty set left).
 fn take_parts(parts: &mut http::request::Parts) -> http::request::Parts {
     std::mem::replace(parts, Request::new(()).into_parts().0)
+}
+
+/// The one retry, for every carrier: a refused connect, while nothing of the request has left,
+/// goes once to another endpoint of the same pool. The endpoint it goes to, or `None` when the
+/// first attempt's result stands.
+fn retry_on(
+    pool: &Pool,
+    first: usize,
+    result: &Outcome,
+    sent_nothing: bool,
+    trace: &mut Trace,
+) -> Option<usize> {
+    let refused = matches!(result, Err((ExchangeError::Connect, _)));
+    if !refused || !sent_nothing || pool.endpoints.len() < 2 {
+        return None;
+    }
+    let second = pool.pick(Some(first));
+    trace.endpoint = Some(second);
+    Some(second)
 }
 
 /// An attempt's response and latency, or why it failed and after how long.
@@ -115,13 +135,12 @@ impl Proxy {
         let mut result = self
             .attempt_direct(table, pool, first, parts, raw, as_came)
             .await;
-        if !matches!(result, Err((ExchangeError::Connect, _))) || pool.endpoints.len() == 1 {
+        // A body-less request has sent nothing when its connect was refused.
+        let Some(second) = retry_on(pool, first, &result, true, trace) else {
             lend_map(&mut result, parts);
             return result;
-        }
-        // Nothing was sent: the other endpoint gets the same parts, no copy needed.
-        let second = pool.pick(Some(first));
-        trace.endpoint = Some(second);
+        };
+        // The other endpoint gets the same parts, no copy needed.
         if self.goes_direct(pool, second, parts) {
             let mut result = self
                 .attempt_direct(table, pool, second, parts, raw, as_came)
@@ -198,20 +217,17 @@ impl Proxy {
         let result = self
             .attempt(table, pool, first, parts, watch.as_ref(), carrier)
             .await;
-        let result = match (result, spare) {
-            (Err((ExchangeError::Connect, _)), Some((method, uri, headers)))
-                if watch.as_ref().is_none_or(|w| w.untouched()) =>
-            {
+        let untouched = watch.as_ref().is_none_or(|w| w.untouched());
+        let result = match (retry_on(pool, first, &result, untouched, trace), spare) {
+            (Some(second), Some((method, uri, headers))) => {
                 let mut parts = Request::new(()).into_parts().0;
                 parts.method = method;
                 parts.uri = uri;
                 parts.headers = headers;
-                let second = pool.pick(Some(first));
-                trace.endpoint = Some(second);
                 self.attempt(table, pool, second, parts, watch.as_ref(), carrier)
                     .await
             }
-            (result, _) => result,
+            _ => result,
         };
         trace.bytes_in = watch.map_or(0, |w| w.bytes_in());
         result

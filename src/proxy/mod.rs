@@ -1,6 +1,7 @@
-//! The request pipeline, one small step per phase: snapshot -> check -> identify -> assign ->
-//! pick endpoint -> forward -> record. The routing table is loaded once per request and kept
-//! to the end, so an in-flight request finishes on the table it started with.
+//! What happens to one request, one function per phase over one context (`Ctx`): reject ->
+//! place (identify, assign) -> upstream request -> forward -> record -> respond. The routing
+//! table is loaded once per request and kept to the end, so an in-flight request finishes on
+//! the table it started with.
 
 pub mod access_log;
 pub mod body;
@@ -9,27 +10,31 @@ pub mod reject;
 pub mod tunnel;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{TE, UPGRADE};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 
-use crate::control::routing::Router;
+use crate::cohort::Cohort;
+use crate::control::routing::{Router, RoutingTable};
 use crate::http::body::ClientBody;
 use crate::http::canned::Canned;
 use crate::http::fields::{Fields, RequestHead};
 use crate::http::headers::{self, Hop};
+use crate::http::hop;
 use crate::judge::recorder::{Exchange, Recorder};
 use crate::metrics::Metrics;
 use crate::proxy::access_log::{AccessLog, Entry};
 use crate::proxy::body::ProxyBody;
-use crate::proxy::identity::{client_ip, identify, IpText};
-use crate::server::ClientConn;
+use crate::proxy::identity::{client_ip, identify, IpText, SourceKind};
+use crate::server::{ClientConn, Handler};
 use crate::upstream::direct::DirectClient;
 use crate::upstream::error::{Blame, ExchangeError};
 
 mod forward;
 use crate::upstream::{Pool, UpstreamClient};
-use forward::{AsCame, Carrier};
+use forward::{AsCame, Carrier, Outcome};
+use hyper::upgrade::OnUpgrade;
 
 /// What the forwarding step learned, for the access log.
 #[derive(Default)]
@@ -48,6 +53,21 @@ pub struct Proxy {
     h2_client: UpstreamClient,
     /// This worker's own HTTP/1.1 path for requests without a body (`direct`).
     direct: DirectClient,
+}
+
+impl Handler for Proxy {
+    const AS_CAME: bool = true;
+    type Body = ProxyBody;
+
+    // The pipeline's own future, not one wrapped around it: each layer is a copy per request.
+    fn call<'a>(
+        self: &'a Arc<Self>,
+        req: Request<ClientBody>,
+        conn: &'a ClientConn,
+        as_came: Option<crate::http::fields::RequestHead<'a>>,
+    ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + 'a {
+        self.handle(req, conn, as_came)
+    }
 }
 
 impl Proxy {
@@ -80,60 +100,34 @@ impl Proxy {
         let Some(log) = &self.access_log else {
             // Not boxed here: hyper's server boxes the whole call (it keeps it for the
             // connection's life); ours holds it only while it runs.
-            return self.serve(req, conn, as_came, None).await;
+            return self.serve(req, conn, as_came).await.0;
         };
-        let mut entry = Entry {
-            time: crate::control::now_rfc3339(),
-            client: conn.peer.ip().to_canonical().to_string(),
-            method: req.method().to_string(),
-            path: req.uri().path().to_string(),
-            status: 0,
-            cohort: None,
-            version: None,
-            upstream: None,
-            latency_ms: None,
-            bytes_in: 0,
-            bytes_out: 0,
-            identity_source: None,
-        };
-        let resp = self.serve(req, conn, as_came, Some(&mut entry)).await;
+        let mut entry = Entry::begin(&req, conn.peer.ip().to_canonical());
+        let (resp, ctx) = self.serve(req, conn, as_came).await;
+        if let Some(ctx) = &ctx {
+            ctx.log_into(&mut entry);
+        }
         entry.status = resp.status().as_u16();
         resp.map(|body| log.wrap(body, entry))
     }
 
+    /// The phases in order. The context is `None` for a request refused before routing.
     async fn serve(
         &self,
         mut req: Request<ClientBody>,
         conn: &ClientConn,
         as_came: Option<RequestHead<'_>>,
-        mut log: Option<&mut Entry>,
-    ) -> Response<ProxyBody> {
+    ) -> (Response<ProxyBody>, Option<Ctx>) {
         let table = self.router.load();
         // A head as it came has no map: its fields are read where they are.
         let fields = match as_came {
             Some(head) => Fields::as_came(head),
             None => Fields::Map(req.headers()),
         };
-        if let Err((reason, status, msg)) =
-            crate::proxy::reject::check(&req, fields, &table.config.limits)
-        {
-            self.metrics.reject(reason);
-            return Canned::closing(status, msg).response();
+        if let Err(refused) = self.reject(&req, fields, &table) {
+            return (refused, None);
         }
-
-        let peer = conn.peer.ip().to_canonical();
-        let trusted = &table.config.proxy.trusted_proxies;
-        let client = client_ip(peer, fields, trusted);
-        let ip = IpText::new(client);
-        let id = identify(&table.config.canary.identity, fields, &ip);
-        let (cohort, placement) = table.route(id.map(|(_, v)| v));
-        let pool = table.pool(cohort).clone();
-        if let Some(e) = log.as_deref_mut() {
-            e.client = ip.as_str().to_string();
-            e.cohort = Some(cohort.as_str());
-            e.version = Some(pool.version.clone());
-            e.identity_source = id.map(|(kind, _)| kind.as_str());
-        }
+        let mut ctx = place(table, conn, fields);
 
         let upgrade = tunnel::requested(&req);
         let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -141,119 +135,205 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         // Shared bytes, not a copy: only HTTP/2 and absolute-form requests carry one.
         let authority = parts.uri.authority().cloned();
-        let te_trailers = parts
-            .headers
-            .get(TE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         let hop = Hop {
             peer: &conn.forwarded_for,
-            peer_trusted: !trusted.is_empty() && trusted.iter().any(|n| n.contains(&peer)),
+            peer_trusted: ctx.peer_trusted,
             tls: conn.tls,
             authority: authority.as_ref(),
-            cohort: &table.cohort_headers[cohort.index()],
+            cohort: &ctx.table.cohort_headers[ctx.cohort.index()],
         };
-        // Upgrades and gRPC need hyper's client; so do bodies (see `forward`). A head as it
-        // came goes to the direct path as it is; its fields reach the map only if it is not
-        // taken after all.
-        let as_came = as_came
-            .filter(|_| !grpc && upgrade.is_none())
-            .map(|head| AsCame { head, hop: &hop });
-        if as_came.is_none() {
-            headers::strip_hop_by_hop(&mut parts.headers);
-            headers::to_upstream(&mut parts.headers, &hop);
-        }
-        if let Some(u) = &upgrade {
-            tunnel::ask(&mut parts.headers, u);
-        }
-        if grpc && te_trailers {
-            // gRPC needs it end to end, and it is the one TE HTTP/2 allows.
-            parts
-                .headers
-                .insert(TE, HeaderValue::from_static("trailers"));
-        }
-
-        let mut trace = Trace::default();
         let carrier = match (grpc, &upgrade) {
             (true, _) => Carrier::H2,
             (false, Some(_)) => Carrier::H1,
             (false, None) => Carrier::Direct {
                 raw_head: conn.raw_heads,
-                as_came,
+                // A head as it came goes to the direct path as it is; its fields reach the
+                // map only if it is not taken after all.
+                as_came: as_came.map(|head| AsCame { head, hop: &hop }),
             },
         };
+        upstream_request(&mut parts, &carrier, &hop, upgrade.as_ref());
         let outcome = self
-            .forward(&table, &pool, &mut parts, body, carrier, &mut trace)
+            .forward(
+                &ctx.table,
+                &ctx.pool,
+                &mut parts,
+                body,
+                carrier,
+                &mut ctx.trace,
+            )
             .await;
-        if let Some(e) = log {
-            e.upstream = trace.endpoint.map(|i| pool.endpoints[i].url().to_string());
-            e.bytes_in = trace.bytes_in;
-            e.latency_ms = Some(match &outcome {
-                Ok((_, l)) | Err((_, l)) => l.as_secs_f64() * 1000.0,
-            });
-        }
-        let identity = placement.map(|p| p.digest);
-        let record = |status: u16, latency, error| {
-            let ex = Exchange {
-                cohort,
-                status,
-                latency,
-                error,
-                identity,
-            };
-            self.observe(&pool, ex)
-        };
-        let mut resp = match outcome {
-            Ok((mut resp, latency)) => {
-                let status = resp.status().as_u16();
-                record(
-                    status,
-                    latency,
-                    table.config.rollback.error_statuses.contains(status),
-                );
-                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-                let agreed = resp.headers().get(UPGRADE).cloned();
-                headers::strip_hop_by_hop(resp.headers_mut());
-                match (switching, client_side, agreed) {
-                    (true, Some(client_side), Some(agreed)) => {
-                        tokio::spawn(tunnel::splice(client_side, hyper::upgrade::on(&mut resp)));
-                        tunnel::ask(resp.headers_mut(), &agreed);
-                        resp.map(|_| ProxyBody::empty())
-                    }
-                    (true, _, _) => ExchangeError::Protocol.canned().response(),
-                    _ => resp,
-                }
-            }
-            Err((err, latency)) => {
-                match err.blame() {
-                    Blame::Upstream => record(err.status().as_u16(), latency, true),
-                    Blame::Client => self.metrics.reject(err.kind()),
-                }
-                err.canned().response()
-            }
-        };
-        if table.config.canary.expose_headers {
-            if let Some(raw) = resp.body_mut().raw_head_mut() {
-                // Written with the upstream's head as it came: already rendered, no map.
-                raw.ours = Some(pool.exposed_lines.clone());
-            } else {
-                headers::expose(
-                    resp.headers_mut(),
-                    &table.cohort_headers[cohort.index()],
-                    &pool.version_header,
-                );
-            }
-        }
-        resp
+        ctx.latency = Some(match &outcome {
+            Ok((_, l)) | Err((_, l)) => *l,
+        });
+        self.record(&ctx, &outcome);
+        let resp = respond(&ctx, outcome, client_side);
+        (resp, Some(ctx))
     }
 
-    fn observe(&self, pool: &Pool, ex: Exchange) {
-        self.recorder.record(&ex);
-        pool.metrics.requests.inc();
-        if ex.error {
-            pool.metrics.errors.inc();
-        }
-        pool.metrics.latency.observe(ex.latency.as_secs_f64());
+    /// Refuses what must not be routed (414, 431, `Host`, framing): never a cohort's request.
+    fn reject(
+        &self,
+        req: &Request<ClientBody>,
+        fields: Fields<'_>,
+        table: &RoutingTable,
+    ) -> Result<(), Response<ProxyBody>> {
+        reject::check(req, fields, &table.config.limits).map_err(|(reason, status, msg)| {
+            self.metrics.reject(reason);
+            Canned::closing(status, msg).response()
+        })
     }
+
+    /// Counts the exchange for its cohort (the judge's slice and Prometheus), or, when the
+    /// client broke its own request, as a rejection that is no cohort's.
+    fn record(&self, ctx: &Ctx, outcome: &Outcome) {
+        let (status, latency, error) = match outcome {
+            Ok((resp, latency)) => {
+                let status = resp.status().as_u16();
+                let error = ctx.table.config.rollback.error_statuses.contains(status);
+                (status, *latency, error)
+            }
+            Err((err, latency)) => match err.blame() {
+                Blame::Upstream => (err.status().as_u16(), *latency, true),
+                Blame::Client => return self.metrics.reject(err.kind()),
+            },
+        };
+        self.recorder.record(&Exchange {
+            cohort: ctx.cohort,
+            status,
+            latency,
+            error,
+            identity: ctx.identity,
+        });
+        let m = &ctx.pool.metrics;
+        m.requests.inc();
+        if error {
+            m.errors.inc();
+        }
+        m.latency.observe(latency.as_secs_f64());
+    }
+}
+
+/// One request as its phases see it: the table it started on (kept to the end, so an
+/// in-flight request finishes on it), where it was placed, and what forwarding learned. The
+/// access log is written from it after the fact, so no phase writes to the log.
+struct Ctx {
+    table: Arc<RoutingTable>,
+    cohort: Cohort,
+    pool: Arc<Pool>,
+    /// The identity's digest (its key in the judge's error sets); none for an anonymous client.
+    identity: Option<u64>,
+    client: IpText,
+    source: Option<SourceKind>,
+    /// The peer is one of `trusted_proxies`: its forwarded fields stand.
+    peer_trusted: bool,
+    trace: Trace,
+    latency: Option<Duration>,
+}
+
+impl Ctx {
+    fn log_into(&self, e: &mut Entry) {
+        e.client = self.client.as_str().to_string();
+        e.cohort = Some(self.cohort.as_str());
+        e.version = Some(self.pool.version.clone());
+        e.identity_source = self.source.map(SourceKind::as_str);
+        e.upstream = self
+            .trace
+            .endpoint
+            .map(|i| self.pool.endpoints[i].url().to_string());
+        e.bytes_in = self.trace.bytes_in;
+        e.latency_ms = self.latency.map(|l| l.as_secs_f64() * 1000.0);
+    }
+}
+
+/// Who the client is (its IP, its identity) and which cohort and pool it belongs to.
+fn place(table: Arc<RoutingTable>, conn: &ClientConn, fields: Fields<'_>) -> Ctx {
+    let peer = conn.peer.ip().to_canonical();
+    let trusted = &table.config.proxy.trusted_proxies;
+    let client = IpText::new(client_ip(peer, fields, trusted));
+    let id = identify(&table.config.canary.identity, fields, &client);
+    let (cohort, placement) = table.route(id.map(|(_, v)| v));
+    let source = id.map(|(kind, _)| kind);
+    Ctx {
+        pool: table.pool(cohort).clone(),
+        cohort,
+        identity: placement.map(|p| p.digest),
+        client,
+        source,
+        peer_trusted: !trusted.is_empty() && trusted.iter().any(|n| n.contains(&peer)),
+        trace: Trace::default(),
+        latency: None,
+        table,
+    }
+}
+
+/// The request's fields as the upstream gets them: hop-by-hop ones gone, forwarded ones set
+/// (for a head as it came, the direct path does both as it writes), an upgrade asked for, and
+/// gRPC's `TE: trailers` kept.
+fn upstream_request(
+    parts: &mut http::request::Parts,
+    carrier: &Carrier<'_>,
+    hop: &Hop<'_>,
+    upgrade: Option<&HeaderValue>,
+) {
+    let te_trailers = parts
+        .headers
+        .get(TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !matches!(
+        carrier,
+        Carrier::Direct {
+            as_came: Some(_),
+            ..
+        }
+    ) {
+        hop::strip(&mut parts.headers);
+        headers::to_upstream(&mut parts.headers, hop);
+    }
+    if let Some(u) = upgrade {
+        tunnel::ask(&mut parts.headers, u);
+    }
+    if matches!(carrier, Carrier::H2) && te_trailers {
+        // gRPC needs it end to end, and it is the one TE HTTP/2 allows.
+        parts
+            .headers
+            .insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// The client's answer: the upstream's (hop-by-hop fields gone, an agreed upgrade spliced), or
+/// ours for a failure, with the cohort and version exposed when configured.
+fn respond(ctx: &Ctx, outcome: Outcome, client_side: Option<OnUpgrade>) -> Response<ProxyBody> {
+    let mut resp = match outcome {
+        Ok((mut resp, _)) => {
+            let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let agreed = resp.headers().get(UPGRADE).cloned();
+            hop::strip(resp.headers_mut());
+            match (switching, client_side, agreed) {
+                (true, Some(client_side), Some(agreed)) => {
+                    tokio::spawn(tunnel::splice(client_side, hyper::upgrade::on(&mut resp)));
+                    tunnel::ask(resp.headers_mut(), &agreed);
+                    resp.map(|_| ProxyBody::empty())
+                }
+                (true, _, _) => ExchangeError::Protocol.canned().response(),
+                _ => resp,
+            }
+        }
+        Err((err, _)) => err.canned().response(),
+    };
+    if ctx.table.config.canary.expose_headers {
+        if let Some(raw) = resp.body_mut().raw_head_mut() {
+            // Written with the upstream's head as it came: already rendered, no map.
+            raw.ours = Some(ctx.pool.exposed_lines.clone());
+        } else {
+            headers::expose(
+                resp.headers_mut(),
+                &ctx.table.cohort_headers[ctx.cohort.index()],
+                &ctx.pool.version_header,
+            );
+        }
+    }
+    resp
 }
 
 /// A gRPC call: HTTP/2 with a gRPC content type.

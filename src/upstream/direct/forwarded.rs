@@ -6,8 +6,9 @@
 use http::Method;
 
 use crate::http::fields::{Fields, Span};
+use crate::http::headers::Hop;
 use crate::http::headers::X_FORWARDED_FOR;
-use crate::http::headers::{is_hop_by_hop, Hop};
+use crate::http::hop;
 
 /// What the copy saw of the fields the proxy sets or reads.
 struct Seen<'r> {
@@ -47,17 +48,6 @@ impl<'r> Seen<'r> {
     }
 }
 
-/// The `Connection` options that name no field.
-fn option(token: &[u8]) -> bool {
-    token.is_empty()
-        || token.eq_ignore_ascii_case(b"keep-alive")
-        || token.eq_ignore_ascii_case(b"close")
-}
-
-fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    v.split(|&b| b == b',').map(<[u8]>::trim_ascii)
-}
-
 /// Writes `METHOD target HTTP/1.1`, the fields of `raw` (the client's whole head, its fields at
 /// `spans`) that go on, then `X-Forwarded-For`, `-Proto`, `Host` when the client sent none (the
 /// request's authority, else `authority`, the endpoint's), `X-Forwarded-Host` and
@@ -89,15 +79,16 @@ pub fn write_head(
     };
     // Names a `Connection` field lists go too (rare: it usually lists options only).
     let listed = |name: &[u8]| {
-        spans.iter().map(field).any(|(n, v)| {
-            n.eq_ignore_ascii_case(b"connection") && tokens(v).any(|t| t.eq_ignore_ascii_case(name))
-        })
+        spans
+            .iter()
+            .map(field)
+            .any(|(n, v)| n.eq_ignore_ascii_case(b"connection") && hop::lists(v, name))
     };
     let any_listed = spans.iter().map(field).any(|(n, v)| {
-        n.len() == 10 && n.eq_ignore_ascii_case(b"connection") && tokens(v).any(|t| !option(t))
+        n.len() == 10 && n.eq_ignore_ascii_case(b"connection") && hop::lists_fields(v)
     });
     for (name, value) in spans.iter().map(field) {
-        if is_hop_by_hop(name) || (any_listed && listed(name)) || !seen.keep(name, value) {
+        if hop::is_hop_by_hop(name) || (any_listed && listed(name)) || !seen.keep(name, value) {
             continue;
         }
         out.extend_from_slice(name);
@@ -144,7 +135,8 @@ pub fn write_head(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::headers::{strip_hop_by_hop, to_upstream};
+    use crate::http::headers::to_upstream;
+    use crate::http::hop::strip as strip_hop_by_hop;
     use crate::server::h1::request::{parse, Parsed};
     use bytes::BytesMut;
     use http::HeaderValue;
