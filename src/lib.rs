@@ -2,6 +2,9 @@
 //! windows, a sequential judge, and a rollback latch that survives restarts.
 //!
 //! The binary (`main.rs`) is a thin layer over `app::App`; everything here is usable from tests.
+//! The folders and the rules between them: docs/ARCHITECTURE.md.
+
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod app;
@@ -16,5 +19,6 @@ pub mod judge;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod upstream;

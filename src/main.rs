@@ -1,6 +1,8 @@
 //! The binary: parse the command line, set up logging, load the config, run. The only place
 //! that maps failures to exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 use std::process::ExitCode;
 

@@ -5,6 +5,7 @@
 pub mod deadlines;
 pub mod drain;
 pub mod h1;
+mod handler;
 pub mod memory;
 pub mod tls;
 
@@ -14,7 +15,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::StatusCode;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -23,66 +24,14 @@ use tokio::sync::Semaphore;
 
 use crate::http::body::{BoxError, ClientBody};
 use crate::http::canned::Canned;
-use crate::http::fields::RequestHead;
-use crate::http::ip_text::IpText;
-use crate::http::lines::RawHead;
 use crate::metrics::Metrics;
-use crate::server::deadlines::{ConnState, GuardedIo, InflightGuard};
+use crate::server::deadlines::{ConnState, GuardedIo};
 use crate::server::drain::{Drainer, Watch};
+use handler::Tracked;
+pub use handler::{Answer, ClientConn, Handler};
 
 /// What a listener serves. `conn` by reference: it lives as long as its connection, and a
 /// clone per request (an `Arc` count up and down) is not free.
-/// A response body a handler answers with: streamed by hyper's servers, or by ours, which may
-/// write an upstream's head as it came instead of the response's header map.
-pub trait Answer:
-    http_body::Body<Data = bytes::Bytes, Error = BoxError> + Send + Unpin + 'static
-{
-    /// The upstream's head as it came, when there is one to write on.
-    fn raw_head(&self) -> Option<&RawHead>;
-}
-
-/// The connection a request came in on.
-#[derive(Debug, Clone)]
-pub struct ClientConn {
-    pub peer: SocketAddr,
-    pub tls: bool,
-    /// The peer's address as `X-Forwarded-For` names it: made once per connection, not per
-    /// request (a header value of our own costs an allocation).
-    pub forwarded_for: HeaderValue,
-    /// Our own HTTP/1 server serves it: an upstream's response head may reach it as it came,
-    /// without a header map (hyper's servers need the map).
-    pub raw_heads: bool,
-}
-
-impl ClientConn {
-    pub fn new(peer: SocketAddr, tls: bool) -> ClientConn {
-        let text = IpText::new(peer.ip().to_canonical());
-        let forwarded_for = HeaderValue::from_str(text.as_str())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        ClientConn {
-            peer,
-            tls,
-            forwarded_for,
-            raw_heads: false,
-        }
-    }
-}
-
-pub trait Handler: Send + Sync + 'static {
-    /// Reads a request's fields from `as_came` when given one, not from the request's map:
-    /// our HTTP/1 server then builds no map at all (`fields::Fields`).
-    const AS_CAME: bool = false;
-    type Body: Answer;
-
-    /// `as_came`: the request head as our HTTP/1 server read it, for a handler that can use it.
-    fn call<'a>(
-        self: &'a Arc<Self>,
-        req: Request<ClientBody>,
-        conn: &'a ClientConn,
-        as_came: Option<RequestHead<'a>>,
-    ) -> impl Future<Output = Response<Self::Body>> + Send + 'a;
-}
-
 pub struct ServeOptions {
     /// The connection cap, shared by every listener of one port (one per worker).
     pub slots: Arc<Semaphore>,
@@ -94,32 +43,6 @@ pub struct ServeOptions {
     pub max_head_bytes: usize,
     /// How long a write may wait on a client that does not read.
     pub write_stall: Duration,
-}
-
-/// A response body that keeps its request counted as in flight until it is dropped.
-struct Tracked<B> {
-    body: B,
-    _guard: InflightGuard,
-}
-
-impl<B: Answer> http_body::Body for Tracked<B> {
-    type Data = bytes::Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
 }
 
 // One set of settings for hyper's builders and for hyper-util's auto builder (TLS).

@@ -3,6 +3,7 @@
 
 mod access_log;
 mod admin;
+mod architecture;
 mod cli;
 mod cohorts;
 mod dashboard;
