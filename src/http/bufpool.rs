@@ -1,7 +1,7 @@
 //! Read buffers shared by one worker's connections. A connection holds a buffer while it has
 //! something in hand (a request being read or answered, an upstream answer being read), and
-//! gives it back while it idles: 1,000 idle keep-alive connections took 4.6 MB less than with
-//! a buffer each (`benches/load/idle.sh`), and an idle upstream connection 8 KB less.
+//! gives it back while it idles, so idle keep-alive connections, client or upstream, cost no
+//! buffer each (measured with `benches/load/idle.sh`: docs/PERFORMANCE.md).
 
 use std::cell::RefCell;
 

@@ -92,7 +92,7 @@ pub struct GuardedIo<I> {
     tick: Duration,
     timer: Pin<Box<Sleep>>,
     /// The tick is registered with this connection's task: until it elapses, a read that waits
-    /// need not poll it again (a poll per waiting read was 0.4 % of the proxy's CPU). The
+    /// need not poll it again (a poll per waiting read showed in the profile). The
     /// connection is only ever polled by its own task, so the waker stays good.
     armed: bool,
     header_read: Duration,

@@ -1,7 +1,7 @@
 //! Memory back to the system after a burst of connections. Each connection's task, buffers
 //! and upstream connection are freed when it closes, but glibc's allocator keeps the freed
-//! pages for reuse: after 1,000 connections came and went the process stayed at its peak
-//! (~40 MB) until the next burst reused it. Once the open connections have fallen to half a
+//! pages for reuse: after a burst of connections came and went the process stayed at its
+//! peak until the next burst reused it. Once the open connections have fallen to half a
 //! recent peak (and by at least `MIN_DROP`), the free pages are handed back (`malloc_trim`).
 
 use std::future::Future;

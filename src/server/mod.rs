@@ -88,9 +88,9 @@ enum Proto {
 /// Peeks (without consuming) until the first bytes rule HTTP/2's preface in or out.
 ///
 /// hyper-util's auto builder reads those bytes off the socket instead and hands them back
-/// through a 24-byte side buffer, after which hyper's read buffer must grow to 16 KiB for the
-/// rest of the head: on 1,000 idle connections, 4 MB more. Peeking leaves the bytes where they
-/// are, so hyper reads the whole head into its first 8 KiB.
+/// through a side buffer, after which hyper's read buffer must grow for the rest of the head,
+/// on every connection. Peeking leaves the bytes where they are, so hyper reads the whole head
+/// into its first buffer.
 async fn sniff(stream: &tokio::net::TcpStream) -> Proto {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut buf = [0u8; PREFACE.len()];
@@ -109,8 +109,6 @@ async fn sniff(stream: &tokio::net::TcpStream) -> Proto {
     }
 }
 
-/// Serves `listener` until `shutdown` resolves, then stops accepting and lets in-flight
-/// requests finish for at most `opts.drain`.
 /// Where a listener gets its TLS config, per connection (so a reload can change it).
 pub type TlsSource = Arc<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>;
 
@@ -129,6 +127,8 @@ struct Shared<H> {
     max_head: usize,
 }
 
+/// Serves `listener` until `shutdown` resolves, then stops accepting and lets in-flight
+/// requests finish for at most `opts.drain`.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
@@ -180,8 +180,7 @@ pub async fn serve<H: Handler>(
         };
         let (shared, watch) = (shared.clone(), drainer.watch());
         // Two tasks, not one with a branch each: a task is as large as its largest state, and
-        // a TLS connection's is 12 KB where a plain one's is 6 (heaptrack: 12.4 MB of tasks for
-        // 1,000 idle plain connections).
+        // a TLS connection's is about twice a plain one's (docs/PERFORMANCE.md, memory).
         match tls.as_ref().and_then(|source| source()) {
             None => tokio::spawn(async move {
                 // A client that says nothing for the head's allowance is closed, as
@@ -271,7 +270,7 @@ async fn connection<I, H>(
                 ..conn.clone()
             };
             // Scoped, so that hyper's connection below reuses its room in this task's future
-            // (together they were 3.5 KB more for every connection, idle or not).
+            // (side by side they made every connection larger, idle or not).
             let ended = {
                 let serve = h1::serve(io, ours, state, handler, settings, &flag);
                 let serve = std::pin::pin!(serve);

@@ -52,12 +52,12 @@ impl BodyWatch {
         self.pending.lock().map(|p| p.is_some()).unwrap_or(false)
     }
 
-    /// When the last byte was handed to the upstream connection, if it was.
     /// Request body bytes handed upstream so far.
     pub fn bytes_in(&self) -> u64 {
         self.bytes_in.load(Ordering::Relaxed)
     }
 
+    /// When the last byte was handed to the upstream connection, if it was.
     pub fn sent_at(&self) -> Option<Instant> {
         self.sent_at.get().copied()
     }

@@ -83,7 +83,7 @@ impl ExchangeError {
         }
     }
 
-    /// Classifies an error of the pooled client. `client_body_failed` says whether our own
+    /// Classifies an error of the pooled client. `client` says whether our own
     /// request-body stream saw the client fail first.
     pub fn classify(
         err: &hyper_util::client::legacy::Error,

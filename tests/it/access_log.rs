@@ -28,10 +28,7 @@ async fn wait_for_lines(path: &std::path::Path, n: usize) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_line_per_request_and_a_rotation_loses_none() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("canary.toml");
     let cfg = Cfg::new(&s, &k);

@@ -9,14 +9,11 @@ use serde_json::Value;
 use crate::support::*;
 
 async fn token_proxy() -> (TestProxy, Upstream, Upstream) {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.token = "s3cret".into();
     cfg.rollback = "evaluate_every = \"100ms\"".into();
-    (start_proxy(&cfg.toml()).await, s, k)
+    (cfg.start().await, s, k)
 }
 
 #[tokio::test]
@@ -165,7 +162,7 @@ async fn canary_metrics_and_prometheus_count_what_was_sent() {
     .await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.rollback = "evaluate_every = \"100ms\"\nmin_requests = 100000".into();
-    let proxy = start_proxy(&cfg.toml()).await;
+    let proxy = cfg.start().await;
     let sent = drive(&proxy, 400, 4, "m", "/").await;
     let canary = sent.iter().filter(|(_, c)| c == "canary").count() as u64;
     let canary_errors = sent

@@ -44,13 +44,10 @@ async fn split_of(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_header_ids_land_where_the_formula_says() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 30.0;
-    let proxy = start_proxy(&cfg.toml()).await;
+    let proxy = cfg.start().await;
     let c = client();
     split_of(&proxy, &c, (0..1200).map(|i| format!("user-{i}")), "", 30.0).await;
     // The upstream saw each request with the cohort it was routed to.
@@ -72,13 +69,10 @@ async fn a_thousand_header_ids_land_where_the_formula_says() {
 
 #[tokio::test]
 async fn salt_reshuffles_and_cookie_and_ip_sources_follow_the_formula() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.salt = "spring-sale".into();
-    let proxy = start_proxy(&cfg.toml()).await;
+    let proxy = cfg.start().await;
     let c = client();
     split_of(
         &proxy,
@@ -129,10 +123,7 @@ async fn salt_reshuffles_and_cookie_and_ip_sources_follow_the_formula() {
 
 #[tokio::test]
 async fn forwarded_for_chooses_the_ip_only_from_a_trusted_peer() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.identity = vec!["ip".into()];
     cfg.percent = 50.0;
@@ -144,7 +135,7 @@ async fn forwarded_for_chooses_the_ip_only_from_a_trusted_peer() {
         .unwrap();
     let c = client();
 
-    let untrusted = start_proxy(&cfg.toml()).await;
+    let untrusted = cfg.start().await;
     for _ in 0..5 {
         let got = get(&c, &untrusted.url("/"), &[("x-forwarded-for", &other)]).await;
         let want = if local { "canary" } else { "stable" };
@@ -157,7 +148,7 @@ async fn forwarded_for_chooses_the_ip_only_from_a_trusted_peer() {
     untrusted.stop().await;
 
     cfg.trusted = vec!["127.0.0.1".into()];
-    let trusted = start_proxy(&cfg.toml()).await;
+    let trusted = cfg.start().await;
     let got = get(
         &c,
         &trusted.url("/"),
@@ -175,10 +166,7 @@ async fn forwarded_for_chooses_the_ip_only_from_a_trusted_peer() {
 
 #[tokio::test]
 async fn disabled_zero_percent_and_endpointless_canaries_send_everyone_to_stable() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let c = client();
     for variant in ["disabled", "zero", "no endpoints"] {
         let mut cfg = Cfg::new(&s, &k);
@@ -188,7 +176,7 @@ async fn disabled_zero_percent_and_endpointless_canaries_send_everyone_to_stable
             "zero" => cfg.percent = 0.0,
             _ => cfg.canary = vec![],
         }
-        let proxy = start_proxy(&cfg.toml()).await;
+        let proxy = cfg.start().await;
         for i in 0..100 {
             let got = get(&c, &proxy.url("/"), &[("x-user-id", &format!("u{i}"))]).await;
             assert_eq!(got.header("x-upstream"), Some("stable"), "{variant}");
@@ -199,7 +187,7 @@ async fn disabled_zero_percent_and_endpointless_canaries_send_everyone_to_stable
     // And 100 % sends everyone to the canary.
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 100.0;
-    let proxy = start_proxy(&cfg.toml()).await;
+    let proxy = cfg.start().await;
     for i in 0..50 {
         let got = get(&c, &proxy.url("/"), &[("x-user-id", &format!("u{i}"))]).await;
         assert_eq!(got.header("x-upstream"), Some("canary"));
@@ -209,13 +197,10 @@ async fn disabled_zero_percent_and_endpointless_canaries_send_everyone_to_stable
 
 #[tokio::test]
 async fn expose_headers_off_hides_cohort_and_version() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.expose_headers = false;
-    let proxy = start_proxy(&cfg.toml()).await;
+    let proxy = cfg.start().await;
     let c = client();
     for i in 0..20 {
         let got = get(&c, &proxy.url("/"), &[("x-user-id", &format!("u{i}"))]).await;

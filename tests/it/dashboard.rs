@@ -86,14 +86,11 @@ impl Driver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_live_charts_and_its_button_rolls_back() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.token = "tok".into();
     cfg.rollback = "evaluate_every = \"250ms\"".into();
-    let proxy = Arc::new(start_proxy(&cfg.toml()).await);
+    let proxy = Arc::new(cfg.start().await);
     // Traffic for the charts, bounded.
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = {

@@ -172,14 +172,11 @@ async fn scripted() -> Scripted {
 }
 
 async fn proxy_to(up: &Scripted) -> TestProxy {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 0.0;
     cfg.stable = vec![up.url.clone()];
-    start_proxy(&cfg.toml()).await
+    cfg.start().await
 }
 
 async fn send_method(c: &Client, method: &str, url: &str) -> Got {

@@ -132,10 +132,7 @@ async fn the_openapi_file_documents_exactly_the_served_endpoints() {
     );
 
     // And the router really serves them: no 404 for a documented one, 405 for the other method.
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let proxy = start_proxy(&Cfg::new(&s, &k).toml()).await;
     for (path, method) in &documented {
         let got = if method == "GET" {

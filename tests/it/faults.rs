@@ -24,13 +24,10 @@ async fn scrape(admin: std::net::SocketAddr) -> String {
 
 #[tokio::test]
 async fn a_closed_port_gives_502_and_the_other_cohort_keeps_serving() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.stable = vec![closed_port().await];
-    let proxy = start_proxy(&cfg.toml()).await;
+    let proxy = cfg.start().await;
     let c = client();
     let (mut bad, mut good) = (0, 0);
     for i in 0..60 {
@@ -72,14 +69,11 @@ async fn assert_timeouts_counted(proxy: &TestProxy, n: u32) {
 
 /// All traffic to stable, whose upstream must answer within 300 ms.
 async fn stable_with_a_300ms_request_timeout() -> (Upstream, Upstream, TestProxy) {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 0.0;
     cfg.request_timeout = "300ms".into();
-    let proxy = start_proxy(&cfg.toml()).await;
+    let proxy = cfg.start().await;
     (s, k, proxy)
 }
 
@@ -144,14 +138,11 @@ async fn the_request_timeout_holds_on_a_pooled_upstream_connection() {
 
 #[tokio::test]
 async fn a_refused_endpoint_is_retried_on_another_of_the_same_pool() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 0.0;
     cfg.stable = vec![closed_port().await, s.url()];
-    let proxy = start_proxy(&cfg.toml()).await;
+    let proxy = cfg.start().await;
     let c = client();
     // First a request with a body: it was never sent to the refused endpoint, so it may go again.
     let req = http::Request::post(proxy.url("/upload"))
@@ -198,14 +189,11 @@ async fn raw_upstream(reply: &'static [u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_mid_body_resets_from_upstreams() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 0.0;
     cfg.stable = vec![raw_upstream(b"THIS IS NOT HTTP\r\n\r\n").await];
-    let p = start_proxy(&cfg.toml()).await;
+    let p = cfg.start().await;
     let got = get(&client(), &p.url("/"), &[]).await;
     assert_eq!(got.status, 502, "{}", got.body);
     let m = scrape(p.admin).await;
@@ -217,7 +205,7 @@ async fn garbage_and_mid_body_resets_from_upstreams() {
 
     cfg.stable =
         vec![raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nonly ten b").await];
-    let p = start_proxy(&cfg.toml()).await;
+    let p = cfg.start().await;
     for _ in 0..3 {
         let answer = raw(
             p.addr,

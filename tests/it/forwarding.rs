@@ -9,13 +9,10 @@ use crate::support::*;
 
 #[tokio::test]
 async fn forwarded_headers_reach_the_upstream_and_hop_by_hop_ones_do_not() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 0.0;
-    let proxy = start_proxy(&cfg.toml()).await;
+    let proxy = cfg.start().await;
     let c = client();
     let got = get(
         &c,
@@ -61,14 +58,11 @@ async fn forwarded_headers_reach_the_upstream_and_hop_by_hop_ones_do_not() {
 
 #[tokio::test]
 async fn a_trusted_proxy_keeps_its_forwarded_proto_and_host() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 0.0;
     cfg.trusted = vec!["127.0.0.0/8".into()];
-    let proxy = start_proxy(&cfg.toml()).await;
+    let proxy = cfg.start().await;
     let c = client();
     get(
         &c,
@@ -89,13 +83,10 @@ async fn a_trusted_proxy_keeps_its_forwarded_proto_and_host() {
 
 #[tokio::test]
 async fn hop_by_hop_response_headers_are_removed_and_ours_added() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 100.0;
-    let proxy = start_proxy(&cfg.toml()).await;
+    let proxy = cfg.start().await;
     let got = get(&client(), &proxy.url("/hop"), &[("x-user-id", "u1")]).await;
     assert_eq!(got.status, 200);
     assert!(
@@ -111,13 +102,10 @@ async fn hop_by_hop_response_headers_are_removed_and_ours_added() {
 
 #[tokio::test]
 async fn h2c_requests_are_served_on_the_same_port() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 0.0;
-    let proxy = start_proxy(&cfg.toml()).await;
+    let proxy = cfg.start().await;
     let h2 = h2_client();
     let mut req = Request::get(format!("http://127.0.0.1:{}/h2", proxy.addr.port()))
         .body(Full::new(Bytes::new()))

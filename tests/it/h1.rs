@@ -13,13 +13,10 @@ use crate::hostile::raw;
 use crate::support::*;
 
 async fn proxy() -> (TestProxy, Upstream, Upstream) {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 0.0;
-    (start_proxy(&cfg.toml()).await, s, k)
+    (cfg.start().await, s, k)
 }
 
 /// Each answer's status code, in order (a status line may follow a body directly).

@@ -28,14 +28,11 @@ pub fn status_of(answer: &str) -> u16 {
 }
 
 async fn proxy(extra_timeouts: &str, limits: &str) -> (TestProxy, Upstream, Upstream) {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 0.0;
     cfg.extra = format!("{extra_timeouts}\n[limits]\n{limits}\n");
-    (start_proxy(&cfg.toml()).await, s, k)
+    (cfg.start().await, s, k)
 }
 
 #[tokio::test]

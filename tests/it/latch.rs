@@ -39,10 +39,7 @@ async fn cohorts(b: &Binary, n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_latch_survives_sigkill_until_a_new_version_or_a_resume() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("canary.toml");
     write_config(&config, &s, &k, "v2", 50.0);
@@ -108,10 +105,7 @@ async fn the_latch_survives_sigkill_until_a_new_version_or_a_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_state_file_stops_start_up_naming_it() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("canary.toml");
     write_config(&config, &s, &k, "v2", 50.0);
@@ -128,10 +122,7 @@ async fn a_corrupt_state_file_stops_start_up_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_applies_a_valid_file_and_refuses_an_invalid_one() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("canary.toml");
     write_config(&config, &s, &k, "v2", 0.0);
@@ -186,10 +177,7 @@ async fn reload_applies_a_valid_file_and_refuses_an_invalid_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_keeps_the_window_unless_the_canary_version_changes() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("canary.toml");
     write_config(&config, &s, &k, "v2", 50.0);

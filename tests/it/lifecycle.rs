@@ -44,10 +44,7 @@ async fn wait_for_share(b: &Binary, at_least: usize, of: usize) -> Vec<bool> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("canary.toml");
     write(&path, &s, &k, 0.0, "drain = \"10s\"");
@@ -111,10 +108,7 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_and_a_file_change_reload_and_the_ramp_stays_monotonic() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("canary.toml");
     write(&path, &s, &k, 5.0, "");
@@ -150,10 +144,7 @@ async fn sighup_and_a_file_change_reload_and_the_ramp_stays_monotonic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_under_load_fails_no_request() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("canary.toml");
     write(&path, &s, &k, 5.0, "");

@@ -41,13 +41,10 @@ fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_subcommands_against_a_running_proxy() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.token = "tok".into();
-    let proxy = start_proxy(&cfg.toml()).await;
+    let proxy = cfg.start().await;
     let url = format!("http://{}", proxy.admin);
     let run = |args: Vec<&str>, env: Vec<(&str, &str)>| {
         let args: Vec<String> = args.into_iter().map(String::from).collect();

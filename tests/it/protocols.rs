@@ -38,15 +38,12 @@ async fn websocket_echo() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_echo_passes_through_and_counts_once() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 100.0;
     cfg.canary = vec![websocket_echo().await];
     cfg.extra = "header_read = \"300ms\"\nidle = \"1s\"".into();
-    let proxy = start_proxy(&cfg.toml()).await;
+    let proxy = cfg.start().await;
     let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
         format!("ws://{}/chat", proxy.addr),
@@ -127,14 +124,11 @@ async fn grpc_upstream(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_call_over_h2c_keeps_its_trailers() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 0.0;
     cfg.stable = vec![grpc_upstream(seen.clone()).await];
-    let proxy = start_proxy(&cfg.toml()).await;
+    let proxy = cfg.start().await;
     let h2 = h2_client();
     let req = Request::post(proxy.url("/pkg.Service/Method"))
         .header("content-type", "application/grpc")
@@ -160,13 +154,10 @@ async fn a_grpc_call_over_h2c_keeps_its_trailers() {
 /// h2 client may not send are refused by the h2 layer before they could be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_length_mismatch_is_reset_and_never_completes_upstream() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 0.0;
-    let proxy = start_proxy(&cfg.toml()).await;
+    let proxy = cfg.start().await;
     let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let (client, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);

@@ -19,7 +19,7 @@ async fn proxy_with(
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = percent;
     cfg.rollback = format!("{FAST}\n{rollback}");
-    (start_proxy(&cfg.toml()).await, s, k)
+    (cfg.start().await, s, k)
 }
 
 /// Drives traffic in rounds until the proxy rolls back or `rounds` pass; returns the status.

@@ -14,10 +14,7 @@ const CHUNK: u64 = 64 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_megabytes_each_way_pass_intact_without_growing_the_proxy() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("proxy.toml");
     std::fs::write(&path, Cfg::new(&s, &k).toml()).unwrap();

@@ -73,10 +73,7 @@ fn write_pki(dir: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_termination_over_http1_and_h2() {
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let dir = tempfile::tempdir().unwrap();
     let ca = write_pki(dir.path());
     let mut cfg = Cfg::new(&s, &k);
@@ -169,10 +166,7 @@ async fn an_https_upstream_is_trusted_through_the_configured_ca() {
             });
         }
     });
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 0.0;
     cfg.stable = vec![format!("https://localhost:{port}")];

@@ -48,8 +48,8 @@ struct Scan {
 }
 
 /// Parses one request head off the front of `buf`; `spans` gets where each field sits in
-/// `Head::raw` (a connection's own `Vec`, reused: room for 256 zeroed per request was a 4 KiB
-/// `memset`). `map`: the fields go into the request's header map too; without it the map stays
+/// `Head::raw` (a connection's own `Vec`, reused, so that no room is zeroed per request).
+/// `map`: the fields go into the request's header map too; without it the map stays
 /// empty and the fields are read where they are (`fields::Fields::AsCame`).
 pub fn parse(buf: &mut BytesMut, max_head: usize, spans: &mut Vec<Span>, map: bool) -> Parsed {
     spans.clear();

@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use super::chunked::{Chunked, Step};
 use super::codec::{Framing, Invalid};
 use super::idle::Home;
-use super::Conn;
+use super::UpstreamConn;
 use crate::http::lines::RawHead;
 
 /// Bigger reads for bigger bodies, within what a pooled connection may keep.
@@ -21,7 +21,7 @@ const READ_MAX: usize = 64 * 1024;
 
 pub struct DirectBody {
     /// The upstream connection while the body is being read; `None` once it ended.
-    conn: Option<Conn>,
+    conn: Option<UpstreamConn>,
     state: State,
     home: Option<Home>,
     /// The response head as it came, when our own HTTP/1 server writes it on (`codec::Head::raw`).
@@ -47,7 +47,7 @@ pub enum BodyError {
 
 impl DirectBody {
     pub(super) fn new(
-        conn: Conn,
+        conn: UpstreamConn,
         framing: Framing,
         home: Option<Home>,
         raw_head: Option<Bytes>,
@@ -99,7 +99,7 @@ impl DirectBody {
 }
 
 /// Reads more of the body into the connection's buffer; `Ok(0)` at end of stream.
-fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>, want: u64) -> Poll<io::Result<usize>> {
+fn poll_fill(conn: &mut UpstreamConn, cx: &mut Context<'_>, want: u64) -> Poll<io::Result<usize>> {
     if conn.buf.capacity() - conn.buf.len() < READ_MIN / 2 {
         conn.buf.reserve((want as usize).clamp(READ_MIN, READ_MAX));
     }

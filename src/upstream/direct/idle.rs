@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use http::uri::Authority;
 
-use super::Conn;
+use super::UpstreamConn;
 
 /// Idle connections kept per endpoint and worker, as hyper's pool was configured.
 const MAX_IDLE: usize = 1024;
@@ -16,7 +16,7 @@ const KEEP_BUF: usize = 16 * 1024;
 
 /// One endpoint's idle connections, each with when it idles out (compared, not subtracted:
 /// a `Duration` from two instants is checked arithmetic, several times per request).
-type Idle = Vec<(Conn, Instant)>;
+type Idle = Vec<(UpstreamConn, Instant)>;
 
 /// One worker's idle upstream connections, a slot per endpoint authority ever used (never
 /// removed, so an exchange finds its way back by index); newest last.
@@ -38,7 +38,7 @@ impl IdleSet {
     /// The newest idle connection to `authority`, if one is fresh, and the endpoint's slot (where
     /// the connection goes back: slots are never removed, so the index stays good).
     /// `now`: the exchange's start (one clock read per request serves all of its timing).
-    pub fn checkout(&self, authority: &Authority, now: Instant) -> (Option<Conn>, usize) {
+    pub fn checkout(&self, authority: &Authority, now: Instant) -> (Option<UpstreamConn>, usize) {
         let Ok(mut slots) = self.slots.lock() else {
             return (None, usize::MAX);
         };
@@ -68,7 +68,7 @@ impl IdleSet {
 
     /// `now`: when the exchange that used `conn` started, early by its duration: an idle
     /// connection is closed a little early rather than late.
-    fn checkin(&self, slot: usize, mut conn: Conn, now: Instant) {
+    fn checkin(&self, slot: usize, mut conn: UpstreamConn, now: Instant) {
         if conn.buf.is_empty() {
             // An idle connection holds no read buffer (`bufpool`).
             crate::http::bufpool::put(std::mem::take(&mut conn.buf));
@@ -111,7 +111,7 @@ impl Home {
         }
     }
 
-    pub fn put(self, conn: Conn) {
+    pub fn put(self, conn: UpstreamConn) {
         self.idle.checkin(self.slot, conn, self.started);
     }
 }

@@ -51,14 +51,14 @@ impl Failure {
 }
 
 /// An upstream connection and its read buffer (which may hold the start of a body).
-pub struct Conn {
+pub struct UpstreamConn {
     stream: TcpStream,
     buf: BytesMut,
     /// The request head's bytes: kept with the connection, so writing one allocates nothing.
     head: Vec<u8>,
     /// The request timeout, kept with the connection and moved on per exchange: a later deadline
     /// only updates the registered timer, where a fresh timer per request went through the
-    /// runtime's timer wheel twice (0.5 % of the proxy's CPU). An idle connection's timer may
+    /// runtime's timer wheel twice (docs/PERFORMANCE.md). An idle connection's timer may
     /// still wake the last task that used it once, when its old deadline passes; that task
     /// then finds nothing to do.
     timer: Pin<Box<Sleep>>,
@@ -157,7 +157,7 @@ impl DirectClient {
         &self,
         authority: &Authority,
         ask: &Ask<'_>,
-    ) -> Result<(Conn, codec::Head), Failure> {
+    ) -> Result<(UpstreamConn, codec::Head), Failure> {
         let conn = match tokio::time::timeout_at(
             ask.deadline.into(),
             self.connect(authority, ask.deadline),
@@ -170,7 +170,11 @@ impl DirectClient {
         exchange(conn, ask).await.map_err(Sent::into_failure)
     }
 
-    async fn connect(&self, authority: &Authority, deadline: Instant) -> Result<Conn, Failure> {
+    async fn connect(
+        &self,
+        authority: &Authority,
+        deadline: Instant,
+    ) -> Result<UpstreamConn, Failure> {
         let port = authority.port_u16().unwrap_or(80);
         let host = authority.host();
         let host = host
@@ -200,7 +204,7 @@ impl DirectClient {
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        Ok(Conn {
+        Ok(UpstreamConn {
             stream,
             buf: BytesMut::new(),
             head: Vec::new(),
@@ -254,7 +258,10 @@ fn timed_out() -> Failure {
 }
 
 /// Writes the request head and reads the response head, by the ask's deadline.
-async fn exchange(mut conn: Conn, ask: &Ask<'_>) -> Result<(Conn, codec::Head), Sent> {
+async fn exchange(
+    mut conn: UpstreamConn,
+    ask: &Ask<'_>,
+) -> Result<(UpstreamConn, codec::Head), Sent> {
     if conn.head.capacity() > 16 * 1024 {
         // An unusually large head's buffer is not kept for the connection's life.
         conn.head = Vec::new();
@@ -279,7 +286,7 @@ async fn exchange(mut conn: Conn, ask: &Ask<'_>) -> Result<(Conn, codec::Head), 
     }
     conn.timer.as_mut().reset(ask.deadline.into());
     let parsed = {
-        let Conn {
+        let UpstreamConn {
             stream,
             buf,
             head,
@@ -337,7 +344,7 @@ async fn answer(
 }
 
 /// A pooled connection that has something to read before we asked is closed (or broken).
-async fn still_open(conn: Conn) -> Option<Conn> {
+async fn still_open(conn: UpstreamConn) -> Option<UpstreamConn> {
     let ready = std::future::poll_fn(|cx| {
         std::task::Poll::Ready(conn.stream.poll_read_ready(cx).is_ready())
     })

@@ -8,10 +8,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_and_resume_anywhere_reach_every_replica_and_a_race_leaves_one_record() {
     let redis = RedisServer::start();
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let fleet = replicas(&s, &k, &redis.url(), &["a", "b", "c"], "").await;
     let (a, b, c) = (&fleet[0], &fleet[1], &fleet[2]);
 
@@ -90,10 +87,7 @@ async fn rollback_and_resume_anywhere_reach_every_replica_and_a_race_leaves_one_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_view_warns_on_disagreement_and_forgets_a_stopped_replica() {
     let redis = RedisServer::start();
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let a = start_proxy(&fleet_toml(&s, &k, &redis.url(), "a", "")).await;
     let b_toml = fleet_toml(&s, &k, &redis.url(), "b", "")
         .replace("traffic_percent = 50.0", "traffic_percent = 20.0");
@@ -152,10 +146,7 @@ async fn the_fleet_view_warns_on_disagreement_and_forgets_a_stopped_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_canary_version_starts_a_fresh_latch_replica_by_replica() {
     let redis = RedisServer::start();
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, version: &str| {
         let toml = fleet_toml(&s, &k, &redis.url(), name, "")

@@ -8,10 +8,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_lost_and_restarted_empty_never_unlatches_and_a_new_replica_starts_latched() {
     let mut redis = RedisServer::start();
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let fleet = replicas(&s, &k, &redis.url(), &["a", "b"], "").await;
     let (a, b) = (&fleet[0], &fleet[1]);
     post_ok(a.admin, "/canary/rollback").await;
@@ -136,10 +133,7 @@ async fn a_rollback_judged_while_redis_was_away_reaches_the_fleet_when_it_return
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_failing_under_load_costs_no_request() {
     let mut redis = RedisServer::start();
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let fleet = replicas(&s, &k, &redis.url(), &["a", "b", "c"], "").await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();
@@ -198,10 +192,7 @@ async fn rediss_with_a_private_ca_and_a_password_from_the_environment() {
         std::fs::write(pki.path().join(name), text).unwrap();
     }
     let redis = RedisServer::start_tls(pki.path(), "s3cret");
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let url = format!("rediss://127.0.0.1:{}/0", redis.port);
     let toml = |replica: &str| {
         let ca_file = pki.path().join("ca.pem").display().to_string();
@@ -233,10 +224,7 @@ async fn rediss_with_a_private_ca_and_a_password_from_the_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_says_in_its_log_that_it_is_alone_and_says_when_it_joins() {
     let port = free_port();
-    let (s, k) = (
-        spawn_upstream("stable").await,
-        spawn_upstream("canary").await,
-    );
+    let (s, k) = upstreams().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("solo.toml");
     let url = format!("redis://:s3cret@127.0.0.1:{port}/0");

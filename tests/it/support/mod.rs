@@ -59,6 +59,11 @@ impl Cfg {
         }
     }
 
+    /// The real proxy with this config, in-process.
+    pub async fn start(&self) -> TestProxy {
+        start_proxy(&self.toml()).await
+    }
+
     pub fn toml(&self) -> String {
         let list = |v: &[String]| {
             v.iter()

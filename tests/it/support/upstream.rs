@@ -73,6 +73,14 @@ pub struct Behavior {
 /// `/status/N` with status N, `/sleep/MS` after MS ms, `/upload` with the body's SHA-256 and
 /// length, `/download/N` with N pattern bytes streamed, `/hop` with hop-by-hop headers,
 /// anything else 200 "NAME". Every response carries `x-upstream: NAME`.
+/// The two upstreams most tests stand the proxy in front of: "stable" and "canary".
+pub async fn upstreams() -> (Upstream, Upstream) {
+    (
+        spawn_upstream("stable").await,
+        spawn_upstream("canary").await,
+    )
+}
+
 pub async fn spawn_upstream(name: &str) -> Upstream {
     spawn_upstream_with(name, Behavior::default()).await
 }
