@@ -186,7 +186,7 @@ done
 for c in nginx:$NGINX_PID nginx-rr:${NGINX_RR_PID:-} haproxy:$HAPROXY_PID canary:$CANARY_PID; do
   [ -n "${c##*:}" ] && RESULTS[rss:${c%%:*}]=$(hwm_kb "${c##*:}")
 done
-# A burst's free memory goes back within a second or two of its end (memory.rs).
+# A burst's free memory goes back within a second or two of its end (src/server/memory.rs).
 sleep 3
 IDLE_BEFORE=$(awk '/VmRSS/ {print $2}' "/proc/$CANARY_PID/status")
 python3 - "$P_CANARY" <<'PY' &

@@ -124,7 +124,7 @@ impl Proxy {
             Some(head) => Fields::as_came(head),
             None => Fields::Map(req.headers()),
         };
-        if let Err(refused) = self.reject(&req, fields, &table) {
+        if let Some(refused) = self.reject(&req, fields, &table) {
             return (refused, None);
         }
         let mut ctx = place(table, conn, fields);
@@ -171,17 +171,17 @@ impl Proxy {
         (resp, Some(ctx))
     }
 
-    /// Refuses what must not be routed (414, 431, `Host`, framing): never a cohort's request.
+    /// The refusal of what must not be routed (414, 431, `Host`, framing), if it must not:
+    /// never a cohort's request.
     fn reject(
         &self,
         req: &Request<ClientBody>,
         fields: Fields<'_>,
         table: &RoutingTable,
-    ) -> Result<(), Response<ProxyBody>> {
-        reject::check(req, fields, &table.config.limits).map_err(|(reason, status, msg)| {
-            self.metrics.reject(reason);
-            Canned::closing(status, msg).response()
-        })
+    ) -> Option<Response<ProxyBody>> {
+        let (reason, status, msg) = reject::check(req, fields, &table.config.limits).err()?;
+        self.metrics.reject(reason);
+        Some(Canned::closing(status, msg).response())
     }
 
     /// Counts the exchange for its cohort (the judge's slice and Prometheus), or, when the
