@@ -100,24 +100,26 @@ impl Proxy {
         let Some(log) = &self.access_log else {
             // Not boxed here: hyper's server boxes the whole call (it keeps it for the
             // connection's life); ours holds it only while it runs.
-            return self.serve(req, conn, as_came).await.0;
+            return self.serve(req, conn, as_came, |_| {}).await;
         };
         let mut entry = Entry::begin(&req, conn.peer.ip().to_canonical());
-        let (resp, ctx) = self.serve(req, conn, as_came).await;
-        if let Some(ctx) = &ctx {
-            ctx.log_into(&mut entry);
-        }
+        let resp = self
+            .serve(req, conn, as_came, |ctx| ctx.log_into(&mut entry))
+            .await;
         entry.status = resp.status().as_u16();
         resp.map(|body| log.wrap(body, entry))
     }
 
-    /// The phases in order. The context is `None` for a request refused before routing.
+    /// The phases in order; `done` sees the finished context (a request refused before
+    /// routing has none). A closure, not a returned context: without an access log it is empty
+    /// and the context is never moved out.
     async fn serve(
         &self,
         mut req: Request<ClientBody>,
         conn: &ClientConn,
         as_came: Option<RequestHead<'_>>,
-    ) -> (Response<ProxyBody>, Option<Ctx>) {
+        done: impl FnOnce(&Ctx),
+    ) -> Response<ProxyBody> {
         let table = self.router.load();
         // A head as it came has no map: its fields are read where they are.
         let fields = match as_came {
@@ -125,7 +127,7 @@ impl Proxy {
             None => Fields::Map(req.headers()),
         };
         if let Some(refused) = self.reject(&req, fields, &table) {
-            return (refused, None);
+            return refused;
         }
         let mut ctx = place(table, conn, fields);
 
@@ -168,7 +170,8 @@ impl Proxy {
         });
         self.record(&ctx, &outcome);
         let resp = respond(&ctx, outcome, client_side);
-        (resp, Some(ctx))
+        done(&ctx);
+        resp
     }
 
     /// The refusal of what must not be routed (414, 431, `Host`, framing), if it must not:
