@@ -6,7 +6,6 @@
 //! connection with upgrades, which the server uses for plain connections (see `server::sniff`).
 
 use std::collections::HashMap;
-use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,7 +18,7 @@ use hyper::rt::{Read, Write};
 use hyper::service::HttpService;
 use tokio::sync::watch;
 
-type BoxError = Box<dyn StdError + Send + Sync>;
+use crate::http::body::BoxError;
 
 /// A connection that can be asked to finish its in-flight requests and close.
 pub trait Drain: Future {
