@@ -22,18 +22,8 @@ pub(crate) fn record_of(remote: &RemoteLatch) -> Option<RollbackRecord> {
 }
 
 impl LatchHolder for Control {
-    fn latch_now(&self) -> (String, Latch, String) {
-        Control::latch_now(self)
-    }
-
-    async fn adopt(&self, remote: &RemoteLatch) {
-        Control::adopt(self, remote).await
-    }
-}
-
-impl Control {
     /// This replica's latch for its canary version, with the record that goes with it.
-    pub fn latch_now(&self) -> (String, Latch, String) {
+    fn latch_now(&self) -> (String, Latch, String) {
         let table = self.router.load();
         let rolled_back = table.state == CanaryState::RolledBack;
         let record = match (rolled_back, self.last_rollback()) {
@@ -47,6 +37,14 @@ impl Control {
         (table.config.canary.version.clone(), latch, record)
     }
 
+    /// Applies a latch from the fleet when it ranks above ours (for our canary version).
+    async fn adopt(&self, remote: &RemoteLatch) {
+        let _serial = self.transitions.lock().await;
+        self.adopt_locked(remote).await;
+    }
+}
+
+impl Control {
     pub fn card(&self, table: &RoutingTable, requests: u64) -> ReplicaCard {
         let c = &table.config;
         ReplicaCard {
@@ -62,12 +60,6 @@ impl Control {
             evaluate_every_ms: c.rollback.evaluate_every.as_millis() as u64,
             requests,
         }
-    }
-
-    /// Applies a latch from the fleet when it ranks above ours (for our canary version).
-    pub async fn adopt(&self, remote: &RemoteLatch) {
-        let _serial = self.transitions.lock().await;
-        self.adopt_locked(remote).await;
     }
 
     pub(crate) async fn adopt_locked(&self, remote: &RemoteLatch) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::control::routing::{CanaryState, RoutingTable};
 use crate::control::{Control, ControlError, Transition};
-use crate::fleet::Claim;
+use crate::fleet::{Claim, LatchHolder};
 
 impl Control {
     /// Re-reads the config file; a valid one is swapped in whole, an invalid one refused.

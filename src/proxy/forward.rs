@@ -1,6 +1,7 @@
 //! Forwarding one request to an endpoint of its pool: which client carries it (the direct
 //! path, or hyper's HTTP/1.1 or HTTP/2 client), the one retry of a refused connect on another
-//! endpoint (`retry_on`, for every carrier), the request timeout, and how a failed attempt is counted.
+//! endpoint (`retry_on`, for every carrier), the request timeout, and how a failed attempt is
+//! counted.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -64,7 +64,7 @@ impl Handler for Proxy {
         self: &'a Arc<Self>,
         req: Request<ClientBody>,
         conn: &'a ClientConn,
-        as_came: Option<crate::http::fields::RequestHead<'a>>,
+        as_came: Option<RequestHead<'a>>,
     ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + 'a {
         self.handle(req, conn, as_came)
     }

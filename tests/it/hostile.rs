@@ -27,6 +27,21 @@ pub fn status_of(answer: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// Asserts that a whole answer read to its close is framed by its `Content-Length`: the body
+/// after the head is exactly that long (the proxy's own 408 once said 54 for 55 bytes).
+fn assert_length_is_the_bodys(answer: &str) {
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole head");
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .expect("a content-length");
+    assert_eq!(length, body.len(), "{answer:?}");
+}
+
 async fn proxy(extra_timeouts: &str, limits: &str) -> (TestProxy, Upstream, Upstream) {
     let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
@@ -190,6 +205,8 @@ async fn slowloris_and_slow_post_are_cut_off_while_others_are_served() {
     let (loris, slow_post) = (loris.await.unwrap(), slow_post.await.unwrap());
     assert_eq!(status_of(&loris), 408, "{loris:?}");
     assert_eq!(status_of(&slow_post), 408, "{slow_post:?}");
+    assert_length_is_the_bodys(&loris);
+    assert_length_is_the_bodys(&slow_post);
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "cut off by the timeouts, not the test's limit"
@@ -295,6 +312,7 @@ async fn a_connection_flood_past_the_cap_gets_503_and_then_service_again() {
         )
         .await;
         if status_of(&answer) == 503 {
+            assert_length_is_the_bodys(&answer);
             refused += 1;
         }
     }
