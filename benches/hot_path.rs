@@ -50,15 +50,7 @@ fn sources() -> Vec<IdentitySource> {
 
 fn pool(n: usize) -> Pool {
     let eps: Vec<EndpointConfig> = (0..n)
-        .map(|i| {
-            let url = format!("http://127.0.0.1:{}", 8000 + i);
-            let uri: http::Uri = url.parse().unwrap();
-            EndpointConfig {
-                url,
-                scheme: uri.scheme().unwrap().clone(),
-                authority: uri.authority().unwrap().clone(),
-            }
-        })
+        .map(|i| EndpointConfig::parse(&format!("http://127.0.0.1:{}", 8000 + i)).unwrap())
         .collect();
     Pool::new(
         Cohort::Stable,

@@ -85,6 +85,28 @@ pub struct EndpointConfig {
     pub authority: http::uri::Authority,
 }
 
+impl EndpointConfig {
+    /// `None` unless `text` is an `http://` or `https://` URL with a host and no path, query or
+    /// user info; the URL is kept normalised (`scheme://authority`).
+    pub fn parse(text: &str) -> Option<EndpointConfig> {
+        let uri: http::Uri = text.parse().ok()?;
+        let scheme = uri.scheme().cloned()?;
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return None;
+        }
+        let authority = uri.authority().cloned()?;
+        let path_ok = matches!(uri.path(), "" | "/") && uri.query().is_none();
+        if !path_ok || authority.host().is_empty() || authority.as_str().contains('@') {
+            return None;
+        }
+        Some(EndpointConfig {
+            url: format!("{scheme}://{authority}"),
+            scheme,
+            authority,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub version: String,

@@ -77,30 +77,17 @@ impl Ctx<'_> {
             let expected = || {
                 self.err(&key, format!("an http:// or https:// URL with a host and no path, such as \"http://10.0.0.5:8080\", got {text:?}"))
             };
-            let uri: http::Uri = text.parse().map_err(|_| expected())?;
-            let scheme = uri.scheme().cloned().ok_or_else(expected)?;
-            if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
-                return Err(expected());
-            }
-            let authority = uri.authority().cloned().ok_or_else(expected)?;
-            let path_ok = matches!(uri.path(), "" | "/") && uri.query().is_none();
-            if !path_ok || authority.host().is_empty() || authority.as_str().contains('@') {
-                return Err(expected());
-            }
+            let ep = EndpointConfig::parse(text).ok_or_else(expected)?;
             if out
                 .iter()
-                .any(|e: &EndpointConfig| e.authority == authority && e.scheme == scheme)
+                .any(|e: &EndpointConfig| e.authority == ep.authority && e.scheme == ep.scheme)
             {
                 return Err(self.err(
                     &key,
                     format!("each endpoint once, {text:?} is listed twice"),
                 ));
             }
-            out.push(EndpointConfig {
-                url: format!("{scheme}://{authority}"),
-                scheme,
-                authority,
-            });
+            out.push(ep);
         }
         Ok(out)
     }

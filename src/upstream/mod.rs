@@ -181,15 +181,7 @@ mod tests {
 
     fn pool(n: usize) -> Pool {
         let eps: Vec<EndpointConfig> = (0..n)
-            .map(|i| {
-                let url = format!("http://127.0.0.1:{}", 9000 + i);
-                let uri: http::Uri = url.parse().unwrap();
-                EndpointConfig {
-                    url,
-                    scheme: uri.scheme().unwrap().clone(),
-                    authority: uri.authority().unwrap().clone(),
-                }
-            })
+            .map(|i| EndpointConfig::parse(&format!("http://127.0.0.1:{}", 9000 + i)).unwrap())
             .collect();
         let m = crate::metrics::Metrics::new();
         Pool::new(Cohort::Stable, "v1", &eps, m.cohort("stable", "v1"))

@@ -44,10 +44,7 @@ async fn split_of(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_header_ids_land_where_the_formula_says() {
-    let (s, k) = upstreams().await;
-    let mut cfg = Cfg::new(&s, &k);
-    cfg.percent = 30.0;
-    let proxy = cfg.start().await;
+    let (proxy, s, k) = proxy_at(30.0).await;
     let c = client();
     split_of(&proxy, &c, (0..1200).map(|i| format!("user-{i}")), "", 30.0).await;
     // The upstream saw each request with the cohort it was routed to.

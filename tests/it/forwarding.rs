@@ -9,10 +9,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn forwarded_headers_reach_the_upstream_and_hop_by_hop_ones_do_not() {
-    let (s, k) = upstreams().await;
-    let mut cfg = Cfg::new(&s, &k);
-    cfg.percent = 0.0;
-    let proxy = cfg.start().await;
+    let (proxy, s, _k) = proxy_at(0.0).await;
     let c = client();
     let got = get(
         &c,
@@ -83,10 +80,7 @@ async fn a_trusted_proxy_keeps_its_forwarded_proto_and_host() {
 
 #[tokio::test]
 async fn hop_by_hop_response_headers_are_removed_and_ours_added() {
-    let (s, k) = upstreams().await;
-    let mut cfg = Cfg::new(&s, &k);
-    cfg.percent = 100.0;
-    let proxy = cfg.start().await;
+    let (proxy, _s, _k) = proxy_at(100.0).await;
     let got = get(&client(), &proxy.url("/hop"), &[("x-user-id", "u1")]).await;
     assert_eq!(got.status, 200);
     assert!(
@@ -102,10 +96,7 @@ async fn hop_by_hop_response_headers_are_removed_and_ours_added() {
 
 #[tokio::test]
 async fn h2c_requests_are_served_on_the_same_port() {
-    let (s, k) = upstreams().await;
-    let mut cfg = Cfg::new(&s, &k);
-    cfg.percent = 0.0;
-    let proxy = cfg.start().await;
+    let (proxy, s, _k) = proxy_at(0.0).await;
     let h2 = h2_client();
     let mut req = Request::get(format!("http://127.0.0.1:{}/h2", proxy.addr.port()))
         .body(Full::new(Bytes::new()))

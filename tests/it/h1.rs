@@ -13,10 +13,7 @@ use crate::hostile::raw;
 use crate::support::*;
 
 async fn proxy() -> (TestProxy, Upstream, Upstream) {
-    let (s, k) = upstreams().await;
-    let mut cfg = Cfg::new(&s, &k);
-    cfg.percent = 0.0;
-    (cfg.start().await, s, k)
+    proxy_at(0.0).await
 }
 
 /// Each answer's status code, in order (a status line may follow a body directly).

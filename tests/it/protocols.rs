@@ -154,10 +154,7 @@ async fn a_grpc_call_over_h2c_keeps_its_trailers() {
 /// h2 client may not send are refused by the h2 layer before they could be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_length_mismatch_is_reset_and_never_completes_upstream() {
-    let (s, k) = upstreams().await;
-    let mut cfg = Cfg::new(&s, &k);
-    cfg.percent = 0.0;
-    let proxy = cfg.start().await;
+    let (proxy, _s, _k) = proxy_at(0.0).await;
     let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let (client, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);

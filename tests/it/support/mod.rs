@@ -121,6 +121,14 @@ connect = "1s"
 }
 
 /// The real proxy, in-process, on ephemeral ports.
+/// Two upstreams and an in-process proxy sending `percent` of identities to the canary.
+pub async fn proxy_at(percent: f64) -> (TestProxy, Upstream, Upstream) {
+    let (s, k) = upstreams().await;
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.percent = percent;
+    (cfg.start().await, s, k)
+}
+
 pub struct TestProxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
