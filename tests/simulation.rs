@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use canary_proxy::cohort::Cohort;
+use canary_proxy::judge::promotion::{Gate, GateParams, PromoteInput};
 use canary_proxy::judge::recorder::{Exchange, Recorder};
 use canary_proxy::judge::sequential::{Judge, JudgeParams, SliceInput, Trigger};
 
@@ -267,4 +268,115 @@ fn one_identity_failing_every_request_is_not_enough() {
     // The noisy client's errors counted once for the judge, every time for operators.
     assert!(noisy_errors > 1000, "{noisy_errors}");
     assert_eq!(all_errors - judged_errors, noisy_errors - 1);
+}
+
+/// One rollout step of `slices` one-second slices with a bake of `bake` slices: the canary requests it took
+/// to open the gate, if it opened. The gate is asked alone (`fired` is never passed on), so its
+/// own bound is what is measured: the rollback side would only make advancing rarer.
+fn promote_run(sc: &Scenario, beta: f64, bake: usize, slices: usize, rng: &mut Rng) -> Option<u64> {
+    let mut judge = Judge::new(sc.params);
+    let mut gate = Gate::new(GateParams {
+        limits: sc.params,
+        promote_risk: beta,
+        promote_margin: 2.0,
+    });
+    for i in 0..slices {
+        let nc = rng.poisson(sc.rps * sc.canary_share);
+        let ns = rng.poisson(sc.rps * (1.0 - sc.canary_share));
+        let (ec, es) = (
+            rng.binomial(nc, sc.canary_errors),
+            rng.binomial(ns, sc.stable_errors),
+        );
+        let slow = rng.binomial(nc, sc.canary_slow);
+        let v = judge.observe(SliceInput {
+            nc,
+            ns,
+            ec,
+            es,
+            sc: slow,
+        });
+        let input = PromoteInput {
+            nc,
+            ns,
+            ec_raw: ec,
+            es_raw: es,
+            sc: slow,
+        };
+        let m_rel = v.evidence[Trigger::RelativeError as usize][0];
+        let view = gate.observe(input, i + 1 >= bake, false, m_rel);
+        if view.open {
+            return Some(view.step_nc);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_canary_twice_beyond_a_limit_is_advanced_at_most_at_the_promotion_risk() {
+    let beta = 0.01;
+    let runs = 600;
+    for (what, sc, seed) in [
+        (
+            "twice the error limit",
+            Scenario {
+                canary_errors: 0.02,
+                ..healthy(0.001)
+            },
+            21,
+        ),
+        (
+            "twice the latency limit",
+            Scenario {
+                canary_slow: 0.02,
+                ..healthy(0.001)
+            },
+            22,
+        ),
+        (
+            "five times the stable's errors",
+            Scenario {
+                stable_errors: 0.001,
+                canary_errors: 0.005,
+                ..healthy(0.001)
+            },
+            23,
+        ),
+    ] {
+        let mut rng = Rng(seed);
+        let advanced = (0..runs)
+            .filter_map(|_| promote_run(&sc, beta, 60, 1200, &mut rng))
+            .count();
+        eprintln!("{what}: advanced in {advanced} of {runs} twenty-minute steps");
+        assert!(
+            advanced as f64 <= beta * runs as f64,
+            "{what}: advanced in {advanced} of {runs} runs, over the risk {beta}"
+        );
+    }
+}
+
+#[test]
+fn a_healthy_canary_is_advanced_after_about_a_thousand_requests() {
+    let mut rng = Rng(31);
+    let sc = healthy(0.001);
+    let runs = 300;
+    let mut took: Vec<u64> = (0..runs)
+        .filter_map(|_| promote_run(&sc, 0.01, 1, 1200, &mut rng))
+        .collect();
+    assert_eq!(took.len(), runs, "every healthy step advanced");
+    took.sort_unstable();
+    let median = took[took.len() / 2];
+    eprintln!(
+        "healthy at 0.5 % errors: the gate opened after a median of {median} canary requests"
+    );
+    // JUDGE.md: a median of 960-1,050 at 0.5 % errors (no bake to speak of here).
+    assert!((800..1_300).contains(&median), "{median}");
+    // Without any error at all the floor decides, and a short bake shows its own pace.
+    let none = Scenario {
+        canary_errors: 0.0,
+        stable_errors: 0.0,
+        ..healthy(0.001)
+    };
+    let took = promote_run(&none, 0.01, 1, 1200, &mut rng).expect("a step with no errors advances");
+    // JUDGE.md: 2,100-2,500 with no errors at all.
+    assert!((1_800..3_000).contains(&took), "{took}");
 }

@@ -9,6 +9,7 @@
 pub mod evidence;
 pub mod histogram;
 pub mod judgement;
+pub mod promotion;
 pub mod recorder;
 pub mod sequential;
 pub mod window;
