@@ -13,6 +13,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::control::latch_file::{self, StateError};
+use crate::control::persist::restore_rollout;
 use crate::control::routing::{Router, RoutingTable};
 use crate::control::{Control, Start};
 use crate::fleet::Fleet;
@@ -99,15 +100,20 @@ impl App {
     pub async fn bind(config: Config, config_path: Option<PathBuf>) -> Result<App, AppError> {
         let config = Arc::new(config);
         let latch = latch_file::load(&config.state.path)?;
-        let (latched, last_rollback, generation) = match latch {
+        let (latched, last_rollback, generation, rollout) = match latch {
             Some(l) if l.canary_version == config.canary.version => {
-                (l.rolled_back, l.last_rollback, l.generation)
+                let rollout = restore_rollout(&config, l.rollout.as_ref());
+                (l.rolled_back, l.last_rollback, l.generation, rollout)
             }
             Some(l) => {
                 tracing::info!(old = %l.canary_version, new = %config.canary.version, "a new canary version: the old latch does not apply");
-                (false, None, 0)
+                (false, None, 0, restore_rollout(&config, None))
             }
-            None => (false, None, 0),
+            None => (false, None, 0, restore_rollout(&config, None)),
+        };
+        let percent = match (&config.rollout, &rollout) {
+            (Some(r), Some(ro)) => r.steps[ro.step],
+            _ => config.canary.traffic_percent,
         };
         if latched {
             tracing::warn!(canary_version = %config.canary.version, "the state file says this canary was rolled back: all traffic goes to stable until resumed");
@@ -117,7 +123,7 @@ impl App {
             Some(files) => Some(crate::server::tls::server_config(files).map_err(AppError::Tls)?),
             None => None,
         };
-        let table = RoutingTable::build(config.clone(), latched, None, &metrics, tls);
+        let table = RoutingTable::build(config.clone(), percent, latched, None, &metrics, tls);
         let router = Arc::new(Router::new(table));
         let recorder = Arc::new(Recorder::default());
         let fleet = match &config.fleet {
@@ -135,6 +141,7 @@ impl App {
                 last_rollback,
                 generation,
                 fleet: fleet.clone(),
+                rollout,
             },
         ));
         if let Some(f) = &fleet {

@@ -48,6 +48,14 @@ pub enum Command {
     Reset(AdminArgs),
     /// Make the proxy re-read its config file.
     Reload(AdminArgs),
+    /// Advance the rollout one step now (a shut gate needs --force).
+    Promote(PromoteArgs),
+    /// Hold the rollout at its step (the judge still rolls back).
+    Pause(RollbackArgs),
+    /// Clear a pause, or give a step held by max_bake another max_bake.
+    Continue(AdminArgs),
+    /// Follow the rollout until it ends: exit 0 complete, 1 rolled back, 3 holding, 4 timeout.
+    Wait(WaitArgs),
 }
 
 #[derive(Debug, Args)]
@@ -95,4 +103,25 @@ pub struct RollbackArgs {
     /// Why: kept in the rollback record and the audit log.
     #[arg(long)]
     pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Promote although the gate is shut (the audit line says forced).
+    #[arg(long)]
+    pub force: bool,
+    /// Why: kept in the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// How long to follow the rollout before giving up (exit 4).
+    #[arg(long, default_value = "2h", value_parser = parse_duration)]
+    pub timeout: Duration,
 }

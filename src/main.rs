@@ -35,6 +35,10 @@ fn main() -> ExitCode {
             | Some(Command::Resume(_))
             | Some(Command::Reset(_))
             | Some(Command::Reload(_))
+            | Some(Command::Promote(_))
+            | Some(Command::Pause(_))
+            | Some(Command::Continue(_))
+            | Some(Command::Wait(_))
     );
     init_tracing(cli.log_format, if quiet { "error" } else { "info" });
     match cli.command {
@@ -70,6 +74,25 @@ fn main() -> ExitCode {
         Some(Command::Resume(a)) => admin(a, Method::POST, "/canary/resume", None),
         Some(Command::Reset(a)) => admin(a, Method::POST, "/canary/metrics/reset", None),
         Some(Command::Reload(a)) => admin(a, Method::POST, "/canary/reload", None),
+        Some(Command::Promote(a)) => {
+            let body = serde_json::json!({ "force": a.force, "reason": a.reason });
+            admin(a.admin, Method::POST, "/canary/promote", Some(body))
+        }
+        Some(Command::Pause(a)) => {
+            let body = a.reason.map(|r| serde_json::json!({ "reason": r }));
+            admin(a.admin, Method::POST, "/canary/pause", body)
+        }
+        Some(Command::Continue(a)) => admin(a, Method::POST, "/canary/continue", None),
+        Some(Command::Wait(a)) => runtime_then(|| async move {
+            let outcome = client::wait(
+                &a.admin.admin,
+                a.admin.token.as_deref(),
+                a.timeout,
+                a.admin.json,
+            )
+            .await;
+            ExitCode::from(outcome.exit_code())
+        }),
         None => {
             match cli.config {
                 Some(path) => run(&path),
@@ -235,8 +258,10 @@ async fn shutdown_signal() {
 
 fn init_tracing(format: LogFormat, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Colours only for a person at a terminal: journald, kubectl logs and files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

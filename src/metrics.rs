@@ -28,6 +28,11 @@ pub struct Metrics {
     pub judge_evidence: GaugeVec,
     pub judge_threshold: GaugeVec,
     pub access_log_dropped: IntCounter,
+    /// The rollout's series: they appear once a rollout has set them (with `[rollout]`).
+    pub rollout_step: GaugeVec,
+    pub rollout_state: GaugeVec,
+    pub promote_evidence: GaugeVec,
+    pub promote_bar: GaugeVec,
 }
 
 #[derive(Clone)]
@@ -99,7 +104,7 @@ impl Metrics {
             .expect("registered once");
         let traffic_percent = Gauge::new(
             "canary_traffic_percent",
-            "The configured canary share, in percent.",
+            "The canary share in force, in percent (the rollout's step with [rollout]).",
         )
         .expect("valid metric");
         r.register(Box::new(traffic_percent.clone()))
@@ -141,6 +146,30 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(access_log_dropped.clone()))
             .expect("registered once");
+        let rollout_step = gauge_vec(
+            &r,
+            "canary_rollout_step",
+            "The rollout's current step, an index into rollout.steps.",
+            &[],
+        );
+        let rollout_state = gauge_vec(
+            &r,
+            "canary_rollout_state",
+            "1 for the canary's current state, 0 for the others.",
+            &["state"],
+        );
+        let promote_evidence = gauge_vec(
+            &r,
+            "canary_promote_evidence",
+            "The promotion gate's evidence P per test, since the step began.",
+            &["test"],
+        );
+        let promote_bar = gauge_vec(
+            &r,
+            "canary_promote_bar",
+            "The evidence at which a promotion test passes.",
+            &["test"],
+        );
         for t in ["error_rate", "relative_error", "latency", "manual"] {
             rollbacks.with_label_values(&[t]);
         }
@@ -157,6 +186,10 @@ impl Metrics {
             judge_evidence,
             judge_threshold,
             access_log_dropped,
+            rollout_step,
+            rollout_state,
+            promote_evidence,
+            promote_bar,
         }
     }
 

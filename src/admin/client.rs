@@ -83,6 +83,104 @@ pub async fn call(
     Ok(v)
 }
 
+/// How `canary-proxy wait` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitOutcome {
+    Complete,
+    RolledBack,
+    Holding(String),
+    TimedOut,
+    /// The call was refused, the proxy has no rollout, or the canary is disabled.
+    Failed(String),
+}
+
+impl WaitOutcome {
+    /// 0 complete, 1 rolled back (or failed), 3 holding, 4 timed out: a CI step can branch on it.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            WaitOutcome::Complete => 0,
+            WaitOutcome::RolledBack | WaitOutcome::Failed(_) => 1,
+            WaitOutcome::Holding(_) => 3,
+            WaitOutcome::TimedOut => 4,
+        }
+    }
+}
+
+/// Follows the rollout: one line per step change on stdout (or the status JSON with `json`),
+/// until it is complete, rolled back or holding, or `timeout` passes. A proxy that stops
+/// answering mid-way (a restart) is waited for; one that never answered is a failure.
+pub async fn wait(
+    admin: &str,
+    token: Option<&str>,
+    timeout: std::time::Duration,
+    json: bool,
+) -> WaitOutcome {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut seen: Option<(String, u64)> = None;
+    let mut answered = false;
+    loop {
+        match call(admin, Method::GET, "/canary/status", token, None).await {
+            Ok(v) => {
+                answered = true;
+                let state = v["state"].as_str().unwrap_or("?").to_string();
+                let step = v["rollout"]["step"].as_u64().unwrap_or(0);
+                if v["rollout"].is_null() && !matches!(state.as_str(), "rolled_back" | "disabled") {
+                    return fail("this proxy has no [rollout]: nothing to wait for".into());
+                }
+                if seen.as_ref() != Some(&(state.clone(), step)) {
+                    if json {
+                        println!("{v}");
+                    } else {
+                        println!(
+                            "{}  {state}: step {} of {} at {} %",
+                            crate::control::now_rfc3339(),
+                            step + 1,
+                            v["rollout"]["steps"].as_array().map_or(0, Vec::len),
+                            v["traffic_percent"]
+                        );
+                    }
+                    seen = Some((state.clone(), step));
+                }
+                match state.as_str() {
+                    "complete" => return WaitOutcome::Complete,
+                    "rolled_back" => {
+                        eprintln!(
+                            "rolled back: {}",
+                            v["last_rollback"]["reason"].as_str().unwrap_or("?")
+                        );
+                        return WaitOutcome::RolledBack;
+                    }
+                    "holding" => {
+                        let why = v["rollout"]["hold_reason"]
+                            .as_str()
+                            .unwrap_or("?")
+                            .to_string();
+                        eprintln!("holding: {why}");
+                        return WaitOutcome::Holding(why);
+                    }
+                    "disabled" => return fail("the canary is disabled".into()),
+                    _ => {}
+                }
+            }
+            Err(e @ ClientError::Refused { .. }) => return fail(e.to_string()),
+            Err(e) if !answered => return fail(e.to_string()),
+            Err(_) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!("timed out after {}", humantime::format_duration(timeout));
+            return WaitOutcome::TimedOut;
+        }
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + POLL)).await;
+    }
+}
+
+const POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn fail(why: String) -> WaitOutcome {
+    eprintln!("error: {why}");
+    WaitOutcome::Failed(why)
+}
+
 /// A status answer as a few lines for people.
 pub fn human_status(v: &Value) -> String {
     let mut out = format!(
@@ -97,6 +195,33 @@ pub fn human_status(v: &Value) -> String {
         },
         v["stable_version"].as_str().unwrap_or("?"),
     );
+    if let Some(r) = v["rollout"].as_object() {
+        out.push_str(&format!(
+            "rollout:  step {} of {} ({} %), {:.0} s of bake left{}\n",
+            r.get("step").and_then(Value::as_u64).unwrap_or(0) + 1,
+            r.get("steps").and_then(Value::as_array).map_or(0, Vec::len),
+            v["traffic_percent"],
+            r.get("bake_left").and_then(Value::as_f64).unwrap_or(0.0),
+            match r.get("hold_reason").and_then(Value::as_str) {
+                Some(why) => format!("; holding: {why}"),
+                None => String::new(),
+            }
+        ));
+        if let Some(g) = r.get("gate").and_then(Value::as_object) {
+            for (test, t) in g {
+                out.push_str(&format!(
+                    "  gate {test}: evidence {:.2} of {:.2}{}\n",
+                    t["evidence"].as_f64().unwrap_or(0.0),
+                    t["bar"].as_f64().unwrap_or(0.0),
+                    match (t["passes"].as_bool(), t["requests_needed"].as_u64()) {
+                        (Some(true), _) => " (passes)".to_string(),
+                        (_, Some(n)) => format!(", about {n} more canary requests"),
+                        _ => ", not growing at the current rates".to_string(),
+                    }
+                ));
+            }
+        }
+    }
     match v["last_rollback"].as_object() {
         None => out.push_str("last rollback: none\n"),
         Some(r) => {

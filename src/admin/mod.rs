@@ -27,11 +27,14 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 const MAX_BODY: usize = 64 * 1024;
 
 /// Every endpoint and the methods it takes: the router below and the docs keep to this list.
-pub const ENDPOINTS: [(&str, &str); 10] = [
+pub const ENDPOINTS: [(&str, &str); 13] = [
     ("/canary/metrics", "GET"),
     ("/canary/status", "GET"),
     ("/canary/rollback", "POST"),
     ("/canary/resume", "POST"),
+    ("/canary/promote", "POST"),
+    ("/canary/pause", "POST"),
+    ("/canary/continue", "POST"),
     ("/canary/metrics/reset", "POST"),
     ("/canary/reload", "POST"),
     ("/metrics", "GET"),
@@ -140,6 +143,7 @@ impl Admin {
             .get("reason")
             .and_then(Value::as_str)
             .map(str::to_string);
+        let force = body.get("force").and_then(Value::as_bool).unwrap_or(false);
         let outcome: Result<Transition, ControlError> = match path {
             "/canary/rollback" => {
                 let reason = reason.clone().unwrap_or_else(|| "manual rollback".into());
@@ -149,15 +153,22 @@ impl Admin {
                     .map(|(_, t)| t)
             }
             "/canary/resume" => self.control.resume(caller).await,
+            "/canary/promote" => self.control.promote(force, caller).await,
+            "/canary/pause" => {
+                let why = reason.as_deref().unwrap_or("paused by an operator");
+                self.control.pause(why, caller).await
+            }
+            "/canary/continue" => self.control.resume_rollout(caller).await,
             "/canary/metrics/reset" => Ok(self.control.reset(caller).await),
             _ => self.control.reload(caller).await,
         };
         let action = path.trim_start_matches("/canary/");
         match outcome {
             Ok(t) => {
-                tracing::info!(audit = true, action, reason = reason.as_deref().unwrap_or(""), caller = %conn.peer, before = t.before.as_str(), after = t.after.as_str(), "admin call");
+                let forced = t.forced;
+                tracing::info!(audit = true, action, reason = reason.as_deref().unwrap_or(""), caller = %conn.peer, before = t.before, after = t.after, forced, "admin call");
                 let mut v = report::status(&self.control);
-                v["before"] = json!(t.before.as_str());
+                v["before"] = json!(t.before);
                 json_response(StatusCode::OK, &v)
             }
             Err(e) => {

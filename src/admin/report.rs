@@ -33,8 +33,8 @@ pub fn status(control: &Control) -> Value {
     let table = control.table();
     let c = &table.config;
     let mut out = json!({
-        "state": table.state.as_str(),
-        "traffic_percent": c.canary.traffic_percent,
+        "state": control.state_name(&table),
+        "traffic_percent": table.percent,
         "stable_version": c.stable.version,
         "canary_version": c.canary.version,
         "canary_active": table.threshold_ppm > 0,
@@ -44,6 +44,9 @@ pub fn status(control: &Control) -> Value {
             "canary_version": r.canary_version, "figures": r.figures, "replica": r.replica,
         })),
     });
+    if let Some(r) = control.rollout_status(&table) {
+        out["rollout"] = serde_json::to_value(r).unwrap_or_default();
+    }
     if let Some(f) = control.fleet() {
         out["fleet"] = f.view(&control.card(&table, 0));
     }
@@ -82,8 +85,8 @@ pub fn metrics(control: &Control) -> Value {
         "canary_active": table.threshold_ppm > 0,
         "canary_version": c.canary.version,
         "stable_version": c.stable.version,
-        "traffic_percent": c.canary.traffic_percent,
-        "state": table.state.as_str(),
+        "traffic_percent": table.percent,
+        "state": control.state_name(&table),
         "canary_requests_judged": j.verdict().cum_nc,
         "evidence": j.evidence(&c.rollback),
     })

@@ -73,7 +73,7 @@ pub fn apply_env(
             "CANARY_ENABLED" => raw.canary.enabled = parse_bool(&value).ok_or_else(fail)?,
             "CANARY_AUTO_ROLLBACK" => raw.rollback.auto = parse_bool(&value).ok_or_else(fail)?,
             "CANARY_TRAFFIC_PERCENT" => {
-                raw.canary.traffic_percent = value.trim().parse().map_err(|_| fail())?
+                raw.canary.traffic_percent = Some(value.trim().parse().map_err(|_| fail())?)
             }
             "CANARY_ERROR_THRESHOLD" => {
                 raw.rollback.max_error_rate = value.trim().parse().map_err(|_| fail())?

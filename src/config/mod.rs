@@ -7,6 +7,7 @@ mod fleet;
 mod identity;
 mod raw;
 mod rollback;
+mod rollout;
 mod validate;
 
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub fleet: Option<FleetConfig>,
+    /// `[rollout]`: with it, the current step's percent is the canary's share.
+    pub rollout: Option<RolloutConfig>,
     /// What the config was built from, with env overrides and defaults applied: `check` prints it.
     pub effective: RawConfig,
 }
@@ -118,10 +121,35 @@ pub struct CanaryConfig {
     pub version: String,
     pub endpoints: Vec<EndpointConfig>,
     pub enabled: bool,
+    /// The configured share; with `[rollout]`, the first step (the table holds the current one).
     pub traffic_percent: f64,
     pub identity: Vec<IdentitySource>,
     pub salt: String,
     pub expose_headers: bool,
+}
+
+/// `[rollout]`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutConfig {
+    /// Percent, strictly increasing, each in (0, 100].
+    pub steps: Vec<f64>,
+    pub bake: Duration,
+    pub max_bake: Duration,
+    pub promote_risk: f64,
+    pub promote_margin: f64,
+    pub auto: bool,
+}
+
+impl RolloutConfig {
+    /// Where a canary at `percent` stands when the steps change: at its percent if that is a
+    /// step, else at the highest step below it (a new list never raises the share), else at
+    /// the first step.
+    pub fn step_for(&self, percent: f64) -> usize {
+        self.steps
+            .iter()
+            .rposition(|s| *s <= percent + 1e-9)
+            .unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

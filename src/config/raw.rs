@@ -19,6 +19,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<RawFleet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RawRollout>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,7 +99,9 @@ pub struct RawCanary {
     pub version: String,
     pub endpoints: Vec<String>,
     pub enabled: bool,
-    pub traffic_percent: f64,
+    /// `None` when neither the file nor the environment set it: 5 % without `[rollout]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic_percent: Option<f64>,
     pub identity: Vec<String>,
     pub salt: String,
     pub expose_headers: bool,
@@ -109,7 +113,7 @@ impl Default for RawCanary {
             version: "canary".into(),
             endpoints: Vec::new(),
             enabled: true,
-            traffic_percent: 5.0,
+            traffic_percent: None,
             identity: vec![
                 "header:x-user-id".into(),
                 "cookie:session_id".into(),
@@ -233,4 +237,29 @@ pub struct RawFleet {
     /// From `CANARY_FLEET_REDIS_PASSWORD` only: never read from (or printed into) the file.
     #[serde(skip)]
     pub password: Option<String>,
+}
+
+/// `[rollout]`: the proxy ramps the canary through `steps`, each advanced by the promotion gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRollout {
+    pub steps: Vec<f64>,
+    pub bake: String,
+    pub max_bake: String,
+    pub promote_risk: f64,
+    pub promote_margin: f64,
+    pub auto: bool,
+}
+
+impl Default for RawRollout {
+    fn default() -> Self {
+        RawRollout {
+            steps: vec![1.0, 5.0, 25.0, 50.0, 100.0],
+            bake: "10m".into(),
+            max_bake: "2h".into(),
+            promote_risk: 0.01,
+            promote_margin: 2.0,
+            auto: true,
+        }
+    }
 }

@@ -93,12 +93,15 @@ impl Ctx<'_> {
     }
 }
 
+/// The share without `[rollout]` when neither the file nor the environment sets one.
+const DEFAULT_PERCENT: f64 = 5.0;
+
 fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().to_canonical().is_loopback()
 }
 
 pub(super) fn validate(
-    raw: RawConfig,
+    mut raw: RawConfig,
     file: &str,
     base: &Path,
     overrides: &EnvOverrides,
@@ -198,7 +201,23 @@ pub(super) fn validate(
         return Err(cx.err("canary.version", "a non-empty version"));
     }
     let canary_endpoints = cx.endpoints("canary.endpoints", &raw.canary.endpoints)?;
-    let traffic_percent = cx.percent("canary.traffic_percent", raw.canary.traffic_percent)?;
+    let rollout = match &raw.rollout {
+        Some(r) => Some(super::rollout::validate(
+            &cx,
+            r,
+            raw.canary.traffic_percent,
+        )?),
+        None => None,
+    };
+    let traffic_percent = match (&rollout, raw.canary.traffic_percent) {
+        (Some(r), _) => r.steps[0],
+        (None, Some(p)) => cx.percent("canary.traffic_percent", p)?,
+        (None, None) => DEFAULT_PERCENT,
+    };
+    if rollout.is_none() {
+        // `check` prints the share in force, default or not.
+        raw.canary.traffic_percent = Some(traffic_percent);
+    }
     if raw.canary.identity.is_empty() {
         return Err(cx.err(
             "canary.identity",
@@ -297,6 +316,7 @@ pub(super) fn validate(
         timeouts,
         limits,
         fleet,
+        rollout,
         effective: raw,
     })
 }

@@ -55,8 +55,8 @@ impl Control {
                 .unwrap_or_default(),
             stable_version: c.stable.version.clone(),
             canary_version: c.canary.version.clone(),
-            traffic_percent: c.canary.traffic_percent,
-            state: table.state.as_str().into(),
+            traffic_percent: table.percent,
+            state: self.state_name(table).into(),
             evaluate_every_ms: c.rollback.evaluate_every.as_millis() as u64,
             requests,
         }
@@ -104,7 +104,7 @@ impl Control {
                     return;
                 };
                 self.restart_judgement(&table);
-                tracing::warn!(by = %remote.by, canary_version = %remote.version, delay_ms, before = "rolled_back", after = table.state.as_str(), "resumed by the fleet: replica {} re-armed the canary", remote.by);
+                tracing::warn!(by = %remote.by, canary_version = %remote.version, delay_ms, before = "rolled_back", after = self.state_name(&table), "resumed by the fleet: replica {} re-armed the canary", remote.by);
             }
             _ => {}
         }

@@ -36,6 +36,28 @@ pub struct LatchState {
     /// before fleets had none: 0.
     #[serde(default)]
     pub generation: u64,
+    /// Where the rollout stands for this canary version (with `[rollout]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutRecord>,
+}
+
+/// A rollout's position on disk: a restart continues the step (its bake counts from `since`;
+/// the promotion sums start again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutRecord {
+    pub step: usize,
+    pub percent: f64,
+    /// RFC 3339, for people; `since_ms` is what is read back.
+    pub since: String,
+    pub since_ms: u64,
+    pub bake_from_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
+    #[serde(default)]
+    pub held: bool,
+    #[serde(default)]
+    pub complete: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +152,7 @@ mod tests {
                 replica: None,
             }),
             generation: 3,
+            rollout: None,
         }
     }
 

@@ -4,15 +4,18 @@
 
 pub mod fleet;
 pub mod latch_file;
+pub mod persist;
 pub mod reload;
+pub mod rollout;
 pub mod routing;
 pub mod schedule;
+pub mod steps;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crate::cohort::Cohort;
 use crate::control::routing::{CanaryState, Router, RoutingTable};
@@ -21,7 +24,7 @@ use crate::judge::judgement::Judgement;
 use crate::judge::recorder::Recorder;
 use crate::judge::sequential::{Scope, Trigger};
 use crate::metrics::Metrics;
-use latch_file::{LatchState, RollbackRecord, StateError};
+use latch_file::{RollbackRecord, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -39,8 +42,10 @@ pub enum ControlError {
 /// The states before and after a transition, for the audit line and the caller.
 #[derive(Debug, Clone, Copy)]
 pub struct Transition {
-    pub before: CanaryState,
-    pub after: CanaryState,
+    pub before: &'static str,
+    pub after: &'static str,
+    /// A promotion through a shut gate (`force`): the audit line says so.
+    pub forced: bool,
 }
 
 /// The control plane. Its fields are its own: every change to routing goes through its methods
@@ -56,6 +61,10 @@ pub struct Control {
     fleet: Option<Arc<Fleet>>,
     /// The latch's generation for this canary version (resumes seen): see `fleet::wire::Latch`.
     generation: AtomicU64,
+    /// With `[rollout]`, where it stands (`None` without).
+    rollout: Mutex<Option<rollout::Rollout>>,
+    /// The rollout as last written to the state file.
+    saved_rollout: Mutex<Option<latch_file::RolloutRecord>>,
 }
 
 /// What a `Control` starts from besides the routing parts.
@@ -65,10 +74,22 @@ pub struct Start {
     pub last_rollback: Option<RollbackRecord>,
     pub generation: u64,
     pub fleet: Option<Arc<Fleet>>,
+    pub rollout: Option<rollout::Rollout>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A rollout at its first step from now, when the table's config has one.
+pub(crate) fn rollout_from_start(table: &RoutingTable) -> Option<rollout::Rollout> {
+    let r = table.config.rollout.as_ref()?;
+    Some(rollout::Rollout::start(
+        &table.config,
+        r,
+        0,
+        SystemTime::now(),
+    ))
 }
 
 pub fn now_rfc3339() -> String {
@@ -94,6 +115,8 @@ impl Control {
             transitions: tokio::sync::Mutex::new(()),
             fleet: start.fleet,
             generation: AtomicU64::new(start.generation),
+            rollout: Mutex::new(start.rollout),
+            saved_rollout: Mutex::new(None),
         };
         c.publish(&table);
         c
@@ -112,6 +135,10 @@ impl Control {
         lock(&self.judgement)
     }
 
+    pub(crate) fn rollout(&self) -> MutexGuard<'_, Option<rollout::Rollout>> {
+        lock(&self.rollout)
+    }
+
     pub fn last_rollback(&self) -> Option<RollbackRecord> {
         lock(&self.last_rollback).clone()
     }
@@ -127,9 +154,8 @@ impl Control {
     /// Gauges that follow the routing table and the judgement.
     pub(crate) fn publish(&self, table: &RoutingTable) {
         self.metrics.active.set((table.threshold_ppm > 0) as i64);
-        self.metrics
-            .traffic_percent
-            .set(table.config.canary.traffic_percent);
+        self.metrics.traffic_percent.set(table.percent);
+        self.publish_rollout(table);
         let j = self.judgement();
         let (v, th) = (j.verdict(), j.thresholds());
         for t in Trigger::ALL {
@@ -163,7 +189,10 @@ impl Control {
         canary: &crate::judge::recorder::SliceCounts,
     ) {
         let r = &table.config.rollback;
-        let verdict = self.judgement().step(r, stable, canary);
+        let (verdict, slow) = {
+            let mut j = self.judgement();
+            (j.step(r, stable, canary), j.last_slow())
+        };
         self.publish(table);
         if let (Some(trigger), true, CanaryState::Active) = (verdict.fired, r.auto, table.state) {
             let reason = format!(
@@ -177,6 +206,14 @@ impl Control {
                 }
             }
         }
+        let input = crate::judge::promotion::PromoteInput {
+            nc: canary.requests,
+            ns: stable.requests,
+            ec_raw: canary.errors,
+            es_raw: stable.errors,
+            sc: slow,
+        };
+        self.rollout_slice(&verdict, input).await;
     }
 
     /// Swaps routing to stable-only, then logs, counts and writes the latch.
@@ -188,9 +225,8 @@ impl Control {
     ) -> Result<(RollbackRecord, Transition), ControlError> {
         let _serial = self.transitions.lock().await;
         let fired_at = Instant::now();
-        let mut before = CanaryState::Active;
+        let before = self.state_name(&self.router.load());
         let swapped = self.router.update(|t| {
-            before = t.state;
             (t.state != CanaryState::RolledBack).then(|| t.with_latch(true, &self.metrics))
         });
         let swap = fired_at.elapsed();
@@ -246,7 +282,8 @@ impl Control {
                     record,
                     Transition {
                         before,
-                        after: CanaryState::RolledBack,
+                        after: "rolled_back",
+                        forced: false,
                     },
                 ));
             }
@@ -270,7 +307,7 @@ impl Control {
             swap_us = swap.as_micros() as u64,
             "canary rolled back by trigger {trigger}: every new request now goes to stable"
         );
-        tracing::warn!(%reason, canary_version = %cfg.canary.version, caller = ?caller, before = before.as_str(), after = "rolled_back", "rolled back");
+        tracing::warn!(%reason, canary_version = %cfg.canary.version, caller = ?caller, before, after = "rolled_back", "rolled back");
         *lock(&self.last_rollback) = Some(record.clone());
         self.persist(&cfg.state.path, &cfg.canary.version, true)
             .await?;
@@ -282,7 +319,8 @@ impl Control {
             record,
             Transition {
                 before,
-                after: CanaryState::RolledBack,
+                after: "rolled_back",
+                forced: false,
             },
         ))
     }
@@ -290,8 +328,13 @@ impl Control {
     /// Re-arms a rolled-back canary with a fresh judgement.
     pub async fn resume(&self, caller: Option<SocketAddr>) -> Result<Transition, ControlError> {
         let _serial = self.transitions.lock().await;
+        // A resume starts the rollout again at its first step.
         let swapped = self.router.update(|t| {
-            (t.state == CanaryState::RolledBack).then(|| t.with_latch(false, &self.metrics))
+            let percent = match &t.config.rollout {
+                Some(r) => r.steps[0],
+                None => t.percent,
+            };
+            (t.state == CanaryState::RolledBack).then(|| t.with(percent, false, &self.metrics))
         });
         let Some((_, table)) = swapped else {
             let state = self.router.load().state;
@@ -301,8 +344,10 @@ impl Control {
             )));
         };
         self.restart_judgement(&table);
+        *self.rollout() = rollout_from_start(&table);
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        tracing::warn!(caller = ?caller, canary_version = %table.config.canary.version, before = "rolled_back", after = table.state.as_str(), "resumed: the canary is re-armed with an empty window");
+        let after = self.state_name(&table);
+        tracing::warn!(caller = ?caller, canary_version = %table.config.canary.version, before = "rolled_back", after, "resumed: the canary is re-armed with an empty window");
         self.persist(
             &table.config.state.path,
             &table.config.canary.version,
@@ -319,8 +364,9 @@ impl Control {
             }
         }
         Ok(Transition {
-            before: CanaryState::RolledBack,
-            after: table.state,
+            before: "rolled_back",
+            after,
+            forced: false,
         })
     }
 
@@ -329,10 +375,12 @@ impl Control {
         let _serial = self.transitions.lock().await;
         let table = self.router.load();
         self.restart_judgement(&table);
-        tracing::info!(caller = ?caller, state = table.state.as_str(), "window reset: a new judgement starts");
+        let state = self.state_name(&table);
+        tracing::info!(caller = ?caller, state, "window reset: a new judgement starts");
         Transition {
-            before: table.state,
-            after: table.state,
+            before: state,
+            after: state,
+            forced: false,
         }
     }
 
@@ -343,46 +391,5 @@ impl Control {
         self.recorder.forget_identities();
         *self.judgement() = Judgement::new(&table.config.rollback, SystemTime::now());
         self.publish(table);
-    }
-
-    /// Writes the latch as it stands (at shutdown).
-    pub async fn flush(&self) -> Result<(), StateError> {
-        let table = self.router.load();
-        let rolled_back = table.state == CanaryState::RolledBack;
-        self.persist(
-            &table.config.state.path,
-            &table.config.canary.version,
-            rolled_back,
-        )
-        .await
-    }
-
-    pub(crate) async fn persist(
-        &self,
-        path: &std::path::Path,
-        version: &str,
-        rolled_back: bool,
-    ) -> Result<(), StateError> {
-        let state = LatchState {
-            format: latch_file::FORMAT,
-            canary_version: version.to_string(),
-            rolled_back,
-            last_rollback: self.last_rollback(),
-            generation: self.generation.load(Ordering::Acquire),
-        };
-        let path = path.to_path_buf();
-        let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || latch_file::save(&path, &state))
-            .await
-            .unwrap_or_else(|e| {
-                Err(StateError::Write {
-                    path: PathBuf::new(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            });
-        if started.elapsed() > Duration::from_secs(1) {
-            tracing::warn!(took = ?started.elapsed(), "the state file was slow to write");
-        }
-        result
     }
 }

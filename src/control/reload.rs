@@ -6,10 +6,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use std::time::SystemTime;
+
 use crate::config::Config;
+use crate::control::rollout::{gate_params, Rollout};
 use crate::control::routing::{CanaryState, RoutingTable};
 use crate::control::{Control, ControlError, Transition};
 use crate::fleet::{Claim, LatchHolder};
+use crate::judge::promotion::Gate;
 
 impl Control {
     /// Re-reads the config file; a valid one is swapped in whole, an invalid one refused.
@@ -55,12 +59,16 @@ impl Control {
         };
         let new_version = old.config.canary.version != config.canary.version;
         let config = Arc::new(config);
+        let before = self.state_name(&old);
+        let (percent, rollout) = self.rollout_after_reload(&old, &config, new_version);
+        *self.rollout() = rollout;
         let (old, table) = self
             .router
             .update(|t| {
                 let latched = t.state == CanaryState::RolledBack && !new_version;
                 Some(RoutingTable::build(
                     config.clone(),
+                    percent,
                     latched,
                     Some(t),
                     &self.metrics,
@@ -89,13 +97,55 @@ impl Control {
             }
         }
         tracing::info!(
-            caller = ?caller, before = old.state.as_str(), after = table.state.as_str(),
-            percent = table.config.canary.traffic_percent, canary_version = %table.config.canary.version,
+            caller = ?caller, before, after = self.state_name(&table),
+            old_percent = old.percent, percent = table.percent, canary_version = %table.config.canary.version,
             new_version, "config reloaded"
         );
         Ok(Transition {
-            before: old.state,
-            after: table.state,
+            before,
+            after: self.state_name(&table),
+            forced: false,
         })
+    }
+
+    /// The share and the rollout a reload leaves: a new canary version starts at the first
+    /// step; otherwise the canary stays at its percent if that is still a step, else goes to
+    /// the highest step below it (a reload never raises the share), keeping the step's clock
+    /// when its percent did not change.
+    fn rollout_after_reload(
+        &self,
+        old: &RoutingTable,
+        config: &Config,
+        new_version: bool,
+    ) -> (f64, Option<Rollout>) {
+        let Some(r) = &config.rollout else {
+            return (config.canary.traffic_percent, None);
+        };
+        let now = SystemTime::now();
+        if new_version {
+            return (r.steps[0], Some(Rollout::start(config, r, 0, now)));
+        }
+        let step = r.step_for(old.percent);
+        let percent = r.steps[step];
+        let kept = self
+            .rollout()
+            .take()
+            .filter(|_| old.config.rollout.is_some() && (percent - old.percent).abs() < 1e-9);
+        let mut ro = match kept {
+            Some(mut ro) => {
+                ro.step = step;
+                ro.complete &= step + 1 == r.steps.len();
+                if *ro.gate.params() != gate_params(config, r) {
+                    ro.gate = Gate::new(gate_params(config, r));
+                }
+                ro
+            }
+            None => Rollout::start(config, r, step, now),
+        };
+        if old.config.rollout.is_none() {
+            ro.since = now;
+            ro.bake_from = now;
+        }
+        (percent, Some(ro))
     }
 }

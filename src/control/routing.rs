@@ -34,6 +34,8 @@ impl CanaryState {
 pub struct RoutingTable {
     pub config: Arc<Config>,
     pub state: CanaryState,
+    /// The canary's share in force: `traffic_percent`, or the rollout's current step.
+    pub percent: f64,
     /// Canary buckets lie below this; 0 unless the canary is active.
     pub threshold_ppm: u64,
     pub hasher: CohortHasher,
@@ -50,6 +52,7 @@ impl RoutingTable {
     /// `previous`, so their health and connections survive a reload.
     pub fn build(
         config: Arc<Config>,
+        percent: f64,
         rolled_back: bool,
         previous: Option<&RoutingTable>,
         metrics: &Metrics,
@@ -80,19 +83,20 @@ impl RoutingTable {
         let c = &config.canary;
         let state = if rolled_back {
             CanaryState::RolledBack
-        } else if !c.enabled || threshold_ppm(c.traffic_percent) == 0 || c.endpoints.is_empty() {
+        } else if !c.enabled || threshold_ppm(percent) == 0 || c.endpoints.is_empty() {
             CanaryState::Disabled
         } else {
             CanaryState::Active
         };
         RoutingTable {
             threshold_ppm: if state == CanaryState::Active {
-                threshold_ppm(c.traffic_percent)
+                threshold_ppm(percent)
             } else {
                 0
             },
             hasher: CohortHasher::new(&c.salt),
             state,
+            percent,
             stable,
             canary,
             cohort_headers: [
@@ -106,8 +110,14 @@ impl RoutingTable {
 
     /// The same table with the latch set or cleared.
     pub fn with_latch(&self, rolled_back: bool, metrics: &Metrics) -> Self {
+        self.with(self.percent, rolled_back, metrics)
+    }
+
+    /// The same table at another share (a rollout step), latch as given.
+    pub fn with(&self, percent: f64, rolled_back: bool, metrics: &Metrics) -> Self {
         RoutingTable::build(
             self.config.clone(),
+            percent,
             rolled_back,
             Some(self),
             metrics,

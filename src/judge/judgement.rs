@@ -22,6 +22,8 @@ pub struct Judgement {
     verdict: Verdict,
     /// T for the next slice, in microseconds (a histogram boundary).
     threshold_micros: u64,
+    /// The canary requests of the last slice slower than its T (the gate reads the same).
+    last_slow: u64,
 }
 
 pub fn judge_params(r: &RollbackConfig) -> JudgeParams {
@@ -46,6 +48,7 @@ impl Judgement {
             started,
             verdict,
             threshold_micros: 0,
+            last_slow: 0,
         };
         j.threshold_micros = j.next_threshold(r).1;
         j
@@ -86,6 +89,7 @@ impl Judgement {
     ) -> Verdict {
         let (slow_from, _) = self.next_threshold(r);
         let sc = canary.buckets.iter().skip(slow_from).sum();
+        self.last_slow = sc;
         self.verdict = self.judge.observe(SliceInput {
             nc: canary.requests,
             ns: stable.requests,
@@ -100,6 +104,11 @@ impl Judgement {
 
     pub fn verdict(&self) -> Verdict {
         self.verdict
+    }
+
+    /// `sc` of the last slice judged: its canary requests slower than that slice's T.
+    pub fn last_slow(&self) -> u64 {
+        self.last_slow
     }
 
     pub fn thresholds(&self) -> [[f64; 2]; 3] {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use canary_proxy::config::{RawConfig, RawFleet, RawTls};
+use canary_proxy::config::{RawConfig, RawFleet, RawRollout, RawTls};
 
 use crate::support::*;
 
@@ -27,6 +27,8 @@ fn code_keys() -> BTreeSet<String> {
         redis_ca_file: "ca.pem".into(),
         password: None,
     });
+    raw.canary.traffic_percent = Some(5.0);
+    raw.rollout = Some(RawRollout::default());
     let value = toml::Value::try_from(&raw).unwrap();
     let mut keys = BTreeSet::new();
     fn walk(prefix: &str, v: &toml::Value, keys: &mut BTreeSet<String>) {
@@ -150,4 +152,27 @@ async fn the_openapi_file_documents_exactly_the_served_endpoints() {
         assert_eq!(other.status, 405, "the other method on {path}");
     }
     proxy.stop().await;
+}
+
+#[test]
+fn every_example_config_passes_check() {
+    for entry in std::fs::read_dir(root().join("config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let out = std::process::Command::new(bin())
+            .args(["check", "--config"])
+            .arg(&path)
+            .env_remove("CANARY_ADMIN_TOKEN")
+            .env_remove("CANARY_TRAFFIC_PERCENT")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -19,6 +19,7 @@ mod lifecycle;
 mod operator;
 mod protocols;
 mod rollback;
+mod rollout;
 mod streaming;
 mod support;
 mod tls;

@@ -35,6 +35,8 @@ pub struct Cfg {
     pub request_timeout: String,
     pub token: String,
     pub rollback: String,
+    /// The body of `[rollout]`; when set, no `traffic_percent` is written.
+    pub rollout: Option<String>,
 }
 
 impl Cfg {
@@ -56,6 +58,7 @@ impl Cfg {
             request_timeout: "30s".into(),
             token: String::new(),
             rollback: String::new(),
+            rollout: None,
         }
     }
 
@@ -94,7 +97,7 @@ endpoints = [{stable}]
 version = "v1.2.0-canary"
 endpoints = [{canary}]
 enabled = {enabled}
-traffic_percent = {percent:?}
+{percent}
 identity = [{identity}]
 salt = {salt:?}
 expose_headers = {expose}
@@ -103,12 +106,20 @@ expose_headers = {expose}
 request = "{timeout}"
 connect = "1s"
 {extra}
+{rollout}
 "#,
             trusted = list(&self.trusted),
             stable = list(&self.stable),
             canary = list(&self.canary),
             enabled = self.enabled,
-            percent = self.percent,
+            percent = match self.rollout {
+                Some(_) => String::new(),
+                None => format!("traffic_percent = {:?}", self.percent),
+            },
+            rollout = match &self.rollout {
+                Some(r) => format!("[rollout]\n{r}"),
+                None => String::new(),
+            },
             identity = list(&self.identity),
             salt = self.salt,
             expose = self.expose_headers,

@@ -67,6 +67,8 @@ pub struct Behavior {
     pub fail_every: u64,
     pub fail_identity: Option<String>,
     pub delay_ms: u64,
+    /// While set, every request fails: a release that turns bad mid-test.
+    pub fail_switch: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// An upstream that answers by path:
@@ -135,7 +137,10 @@ async fn misbehave(
     let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     let id = req.headers().get("x-user-id").and_then(|v| v.to_str().ok());
     let fail = (b.fail_every > 0 && n % b.fail_every == 0)
-        || (id.is_some() && id == b.fail_identity.as_deref());
+        || (id.is_some() && id == b.fail_identity.as_deref())
+        || b.fail_switch
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
     if !fail {
         return None;
     }

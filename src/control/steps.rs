@@ -1,0 +1,270 @@
+//! The rollout's moves: each slice's gate deciding to advance, complete or hold, and the
+//! operator's promote, pause and continue. A step change is one table swap under the
+//! transitions lock, then the state file, like a rollback.
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use crate::control::rollout::{since, Rollout};
+use crate::control::routing::CanaryState;
+use crate::control::{Control, ControlError, Transition};
+use crate::judge::promotion::PromoteInput;
+use crate::judge::sequential::Verdict;
+
+impl Control {
+    /// One slice for the gate, after the rollback side judged it: advance, complete or hold.
+    pub(crate) async fn rollout_slice(&self, verdict: &Verdict, input: PromoteInput) {
+        // Loaded afresh: the rollback side may have just swapped the table.
+        let table = self.router.load();
+        let Some(r) = &table.config.rollout else {
+            return;
+        };
+        if table.state != CanaryState::Active {
+            return;
+        }
+        let now = SystemTime::now();
+        let advance = {
+            let mut guard = self.rollout();
+            let Some(ro) = guard.as_mut() else { return };
+            let baked = since(ro.since, now) >= r.bake;
+            let m_rel =
+                verdict.evidence[crate::judge::sequential::Trigger::RelativeError as usize][0];
+            let view = ro
+                .gate
+                .observe(input, baked, verdict.fired.is_some(), m_rel);
+            let blocked = ro.paused.is_some() || ro.held || ro.complete;
+            if view.open && !blocked {
+                if ro.step + 1 == r.steps.len() {
+                    ro.complete = true;
+                    tracing::info!(step = ro.step, percent = table.percent, canary_requests = view.step_nc, "rollout complete: the last step's gate opened; make the canary the stable in config when ready");
+                    None
+                } else if r.auto {
+                    Some(ro.step + 1)
+                } else {
+                    None
+                }
+            } else {
+                if !view.open && !ro.held && since(ro.bake_from, now) >= r.max_bake {
+                    ro.held = true;
+                    tracing::warn!(
+                        step = ro.step,
+                        percent = table.percent,
+                        reason = ro.hold_reason(r).unwrap_or_default(),
+                        "rollout holding"
+                    );
+                }
+                None
+            }
+        };
+        let persist = match advance {
+            Some(to) => {
+                if let Err(e) = self.move_to(to, "the gate opened", None, false).await {
+                    tracing::error!(error = %e, "the rollout step could not advance");
+                }
+                false
+            }
+            None => true,
+        };
+        self.publish(&self.router.load());
+        if persist
+            && self
+                .rollout()
+                .as_ref()
+                .is_some_and(|ro| ro.complete || ro.held)
+        {
+            // A completed or held rollout is written once, so a restart shows the same.
+            self.save_rollout_once().await;
+        }
+    }
+
+    /// Advances to step `to` (or completes at the last step): one table swap, then the state
+    /// file. Refused unless the canary is active with a rollout.
+    async fn move_to(
+        &self,
+        to: usize,
+        why: &str,
+        caller: Option<SocketAddr>,
+        forced: bool,
+    ) -> Result<Transition, ControlError> {
+        let _serial = self.transitions.lock().await;
+        self.move_locked(to, why, caller, forced).await
+    }
+
+    async fn move_locked(
+        &self,
+        to: usize,
+        why: &str,
+        caller: Option<SocketAddr>,
+        forced: bool,
+    ) -> Result<Transition, ControlError> {
+        let table = self.router.load();
+        let before = self.state_name(&table);
+        let (Some(r), CanaryState::Active) = (&table.config.rollout, table.state) else {
+            return Err(ControlError::Conflict(format!(
+                "no rollout step to move (state: {before})"
+            )));
+        };
+        let from = self.rollout().as_ref().map(|ro| ro.step).unwrap_or(0);
+        if to >= r.steps.len() {
+            // Promoting the last step completes the rollout: the share stays.
+            if let Some(ro) = self.rollout().as_mut() {
+                ro.complete = true;
+                ro.paused = None;
+                ro.held = false;
+            }
+            tracing::info!(caller = ?caller, forced, why, step = from, "rollout complete");
+        } else {
+            let percent = r.steps[to];
+            let swapped = self.router.update(|t| {
+                (t.state == CanaryState::Active && t.config.rollout.is_some())
+                    .then(|| t.with(percent, false, &self.metrics))
+            });
+            if swapped.is_none() {
+                return Err(ControlError::Conflict(
+                    "the canary changed state while the step moved".into(),
+                ));
+            }
+            *self.rollout() = Some(Rollout::start(&table.config, r, to, SystemTime::now()));
+            tracing::info!(
+                caller = ?caller, forced, why, from_step = from, to_step = to,
+                from_percent = table.percent, to_percent = percent,
+                "rollout step advanced: {}% -> {}% of identities now go to the canary",
+                table.percent, percent
+            );
+        }
+        let table = self.router.load();
+        self.publish(&table);
+        self.persist(
+            &table.config.state.path,
+            &table.config.canary.version,
+            false,
+        )
+        .await?;
+        Ok(Transition {
+            before,
+            after: self.state_name(&table),
+            forced,
+        })
+    }
+
+    /// `POST /canary/promote`: one step now, from ready, ramping or holding; a shut gate needs
+    /// `force`. Clears a pause.
+    pub async fn promote(
+        &self,
+        force: bool,
+        caller: Option<SocketAddr>,
+    ) -> Result<Transition, ControlError> {
+        let _serial = self.transitions.lock().await;
+        let table = self.router.load();
+        let state = self.state_name(&table);
+        if !matches!(state, "ready" | "ramping" | "holding") {
+            return Err(ControlError::Conflict(format!(
+                "nothing to promote (state: {state})"
+            )));
+        }
+        let (step, open) = match self.rollout().as_ref() {
+            Some(ro) => (ro.step, ro.gate.view().open),
+            None => (0, false),
+        };
+        if !open && !force {
+            return Err(ControlError::Conflict(
+                "the promotion gate is shut: the evidence does not yet rule out a canary beyond its limits; send {\"force\": true} to promote anyway".into(),
+            ));
+        }
+        let why = if open { "promoted" } else { "forced promotion" };
+        self.move_locked(step + 1, why, caller, !open).await
+    }
+
+    /// `POST /canary/pause`: holds at the current step; the judge still rolls back.
+    pub async fn pause(
+        &self,
+        reason: &str,
+        caller: Option<SocketAddr>,
+    ) -> Result<Transition, ControlError> {
+        let _serial = self.transitions.lock().await;
+        let table = self.router.load();
+        let before = self.state_name(&table);
+        if !matches!(before, "ready" | "ramping" | "holding") {
+            return Err(ControlError::Conflict(format!(
+                "nothing to pause (state: {before})"
+            )));
+        }
+        let who = match caller {
+            Some(c) => format!("by {c}: {reason}"),
+            None => format!(": {reason}"),
+        };
+        if let Some(ro) = self.rollout().as_mut() {
+            ro.paused = Some(who);
+        }
+        self.persist(
+            &table.config.state.path,
+            &table.config.canary.version,
+            false,
+        )
+        .await?;
+        self.publish(&table);
+        Ok(Transition {
+            before,
+            after: self.state_name(&table),
+            forced: false,
+        })
+    }
+
+    /// `POST /canary/continue`: clears a pause, or gives a step held by `max_bake` another
+    /// `max_bake` from now. Never advances by itself.
+    pub async fn resume_rollout(
+        &self,
+        caller: Option<SocketAddr>,
+    ) -> Result<Transition, ControlError> {
+        let _serial = self.transitions.lock().await;
+        let table = self.router.load();
+        let before = self.state_name(&table);
+        let cleared = match self.rollout().as_mut() {
+            Some(ro) if ro.paused.is_some() || ro.held => {
+                ro.paused = None;
+                if ro.held {
+                    ro.held = false;
+                    ro.bake_from = SystemTime::now();
+                }
+                true
+            }
+            _ => false,
+        };
+        if !cleared || before != "holding" {
+            return Err(ControlError::Conflict(format!(
+                "the rollout is not holding (state: {before})"
+            )));
+        }
+        tracing::info!(caller = ?caller, "rollout continues at its step");
+        self.persist(
+            &table.config.state.path,
+            &table.config.canary.version,
+            false,
+        )
+        .await?;
+        self.publish(&table);
+        Ok(Transition {
+            before,
+            after: self.state_name(&table),
+            forced: false,
+        })
+    }
+
+    async fn save_rollout_once(&self) {
+        let table = self.router.load();
+        let record = self.rollout_record();
+        if self.saved_rollout() == record {
+            return;
+        }
+        if let Err(e) = self
+            .persist(
+                &table.config.state.path,
+                &table.config.canary.version,
+                false,
+            )
+            .await
+        {
+            tracing::error!(error = %e, "the rollout's state could not be written");
+        }
+    }
+}
