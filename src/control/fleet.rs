@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use crate::cohort::Cohort;
 use crate::control::latch_file::RollbackRecord;
+use crate::control::persist::{from_ms, ms};
 use crate::control::routing::{CanaryState, RoutingTable};
 use crate::control::Control;
-use crate::fleet::wire::{Latch, RemoteLatch, ReplicaCard, SliceWire};
+use crate::fleet::wire::{Latch, PauseOp, RemoteLatch, ReplicaCard, SliceWire, StepWire};
 use crate::fleet::{now_ms, Fleet, LatchHolder};
 
 /// How long a replica waits after a slice ends for the others to publish theirs.
@@ -98,12 +99,16 @@ impl Control {
                 self.set_last_rollback(record);
             }
             (false, true) => {
+                // Resumed elsewhere: here too the rollout starts again at its first step.
                 let Some((_, table)) = self.router.update(|t| {
-                    (t.state == CanaryState::RolledBack).then(|| t.with_latch(false, &self.metrics))
+                    let percent = t.config.rollout.as_ref().map_or(t.percent, |r| r.steps[0]);
+                    (t.state == CanaryState::RolledBack)
+                        .then(|| t.with(percent, false, &self.metrics))
                 }) else {
                     return;
                 };
                 self.restart_judgement(&table);
+                *self.rollout() = crate::control::rollout_from_start(&table);
                 tracing::warn!(by = %remote.by, canary_version = %remote.version, delay_ms, before = "rolled_back", after = self.state_name(&table), "resumed by the fleet: replica {} re-armed the canary", remote.by);
             }
             _ => {}
@@ -152,6 +157,71 @@ impl Control {
             // Anti-entropy: a missed message or a Redis that restarted empty is mended here.
             fleet.reconcile(self).await;
         }
+        if fleet.is_up() {
+            let _serial = self.transitions.lock().await;
+            self.sync_step_locked(PauseOp::Keep).await;
+        }
         self.judge_slice(&table, &s, &c).await;
+    }
+
+    /// Offers our rollout step (and a pause change) to the fleet and follows the fleet's when
+    /// it is ahead: one step per canary version for every replica. Callers hold `transitions`.
+    pub(crate) async fn sync_step_locked(&self, pause: PauseOp<'_>) {
+        let Some(fleet) = &self.fleet else { return };
+        let table = self.router.load();
+        if table.state != CanaryState::Active || table.config.rollout.is_none() {
+            return;
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let Some(offer) = self.rollout().as_ref().map(|ro| StepWire {
+            generation,
+            step: ro.step,
+            since_ms: ms(ro.since),
+            by: fleet.config.replica.clone(),
+            paused: ro.paused.clone(),
+            continued_ms: ms(ro.bake_from),
+        }) else {
+            return;
+        };
+        let version = table.config.canary.version.clone();
+        let Some(remote) = fleet.offer_step(&version, &offer, pause).await else {
+            return;
+        };
+        if remote.generation != generation {
+            // A resume elsewhere: the latch brings it, with the first step.
+            return;
+        }
+        if remote.step > offer.step {
+            if !self.enter_step(remote.step, from_ms(remote.since_ms)) {
+                return;
+            }
+            if let Some(ro) = self.rollout().as_mut() {
+                ro.paused = remote.paused.clone();
+            }
+            let now = self.router.load();
+            tracing::info!(by = %remote.by, to_step = remote.step, from_percent = table.percent, to_percent = now.percent, "rollout step followed the fleet: replica {} advanced it", remote.by);
+        } else if remote.step == offer.step && remote.paused != offer.paused {
+            if let Some(ro) = self.rollout().as_mut() {
+                ro.paused = remote.paused.clone();
+            }
+            tracing::info!(
+                paused = remote.paused.as_deref().unwrap_or(""),
+                "rollout pause followed the fleet"
+            );
+        } else {
+            return;
+        }
+        let table = self.router.load();
+        self.publish(&table);
+        if let Err(e) = self
+            .persist(
+                &table.config.state.path,
+                &table.config.canary.version,
+                false,
+            )
+            .await
+        {
+            tracing::error!(error = %e, "the fleet's rollout step is in force but could not be written");
+        }
     }
 }

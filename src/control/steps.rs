@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use crate::control::rollout::{since, Rollout};
 use crate::control::routing::CanaryState;
 use crate::control::{Control, ControlError, Transition};
+use crate::fleet::wire::PauseOp;
 use crate::judge::promotion::PromoteInput;
 use crate::judge::sequential::Verdict;
 
@@ -115,16 +116,11 @@ impl Control {
             tracing::info!(caller = ?caller, forced, why, step = from, "rollout complete");
         } else {
             let percent = r.steps[to];
-            let swapped = self.router.update(|t| {
-                (t.state == CanaryState::Active && t.config.rollout.is_some())
-                    .then(|| t.with(percent, false, &self.metrics))
-            });
-            if swapped.is_none() {
+            if !self.enter_step(to, SystemTime::now()) {
                 return Err(ControlError::Conflict(
                     "the canary changed state while the step moved".into(),
                 ));
             }
-            *self.rollout() = Some(Rollout::start(&table.config, r, to, SystemTime::now()));
             tracing::info!(
                 caller = ?caller, forced, why, from_step = from, to_step = to,
                 from_percent = table.percent, to_percent = percent,
@@ -140,11 +136,31 @@ impl Control {
             false,
         )
         .await?;
+        // The fleet follows within a slice (and a replica ahead of us pulls us along).
+        self.sync_step_locked(PauseOp::Keep).await;
         Ok(Transition {
             before,
             after: self.state_name(&table),
             forced,
         })
+    }
+
+    /// Swaps the table to step `to` and starts that step's clock at `since`: one store. False
+    /// when the canary is no longer active with a rollout (a rollback came first).
+    pub(crate) fn enter_step(&self, to: usize, since: SystemTime) -> bool {
+        let swapped = self.router.update(|t| match (&t.config.rollout, t.state) {
+            (Some(r), CanaryState::Active) if to < r.steps.len() => {
+                Some(t.with(r.steps[to], false, &self.metrics))
+            }
+            _ => None,
+        });
+        let Some((_, table)) = swapped else {
+            return false;
+        };
+        if let Some(r) = &table.config.rollout {
+            *self.rollout() = Some(Rollout::start(&table.config, r, to, since));
+        }
+        true
     }
 
     /// `POST /canary/promote`: one step now, from ready, ramping or holding; a shut gate needs
@@ -194,8 +210,9 @@ impl Control {
             None => format!(": {reason}"),
         };
         if let Some(ro) = self.rollout().as_mut() {
-            ro.paused = Some(who);
+            ro.paused = Some(who.clone());
         }
+        self.sync_step_locked(PauseOp::Set(&who)).await;
         self.persist(
             &table.config.state.path,
             &table.config.canary.version,
@@ -236,6 +253,10 @@ impl Control {
             )));
         }
         tracing::info!(caller = ?caller, "rollout continues at its step");
+        self.sync_step_locked(PauseOp::Clear(crate::control::persist::ms(
+            SystemTime::now(),
+        )))
+        .await;
         self.persist(
             &table.config.state.path,
             &table.config.canary.version,

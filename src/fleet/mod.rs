@@ -206,6 +206,18 @@ impl Fleet {
         }
     }
 
+    /// Offers our rollout step (and a pause change); the fleet's, or `None` without Redis.
+    pub async fn offer_step(
+        &self,
+        version: &str,
+        offer: &wire::StepWire,
+        pause: wire::PauseOp<'_>,
+    ) -> Option<wire::StepWire> {
+        let keys = &self.keys;
+        self.call(|mut c| async move { store::step(&mut c, keys, version, offer, pause).await })
+            .await
+    }
+
     /// Publishes this replica's slice `k` and returns the others' (by replica name).
     pub async fn exchange_slice(
         &self,

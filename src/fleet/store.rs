@@ -6,6 +6,9 @@
 //! - `latch` (channel): every change of a latch, as `RemoteLatch` JSON.
 //! - `slices:{version}:{every_ms}:{k}` (hash, TTL): replica -> `SliceWire` for wall-clock slice k.
 //! - `replica:{replica}` (string, TTL): that replica's `ReplicaCard`; `replicas` (set) names them.
+//! - `rollout:{version}` (hash, 30 days after its last use): the rollout's step, grow-only within
+//!   a latch generation (a resume starts a higher one), and the fleet-wide pause; changed only
+//!   by `STEP` below.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,7 +16,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, RedisResult, Script};
 
-use super::wire::{Latch, RemoteLatch};
+use super::wire::{Latch, PauseOp, RemoteLatch, StepWire};
 
 /// Sets the latch only if the offered one ranks higher, and publishes the change; returns
 /// whether it did and the latch as it now stands. One script, so two replicas deciding at
@@ -42,6 +45,37 @@ end
 return {won, msg}
 "#;
 
+/// Raises the rollout's step only: (generation, step) must rank higher to be written, and a
+/// higher step clears the pause (a promotion clears it). `ARGV[5]` sets or clears the pause at
+/// the step that stands ("keep" leaves it); a clear (`continue`) also says when, so a step
+/// held by `max_bake` gets its new `max_bake` on every replica. Returns the rollout as it now
+/// stands.
+const STEP: &str = r#"
+local g = tonumber(ARGV[1])
+local s = tonumber(ARGV[2])
+local cur = redis.call('HMGET', KEYS[1], 'generation', 'step')
+local cg = tonumber(cur[1] or '-1')
+local cs = tonumber(cur[2] or '-1')
+if g > cg or (g == cg and s > cs) then
+  redis.call('HSET', KEYS[1], 'generation', ARGV[1], 'step', ARGV[2], 'since_ms', ARGV[3],
+    'by', ARGV[4])
+  redis.call('HDEL', KEYS[1], 'paused', 'continued_ms')
+end
+local h = redis.call('HMGET', KEYS[1], 'generation', 'step')
+if tonumber(h[1]) == g and tonumber(h[2]) == s then
+  if ARGV[5] == 'set' then
+    redis.call('HSET', KEYS[1], 'paused', ARGV[6])
+  elseif ARGV[5] == 'clear' then
+    redis.call('HDEL', KEYS[1], 'paused')
+    redis.call('HSET', KEYS[1], 'continued_ms', ARGV[7])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], 2592000000)
+local r = redis.call('HMGET', KEYS[1], 'generation', 'step', 'since_ms', 'by', 'paused',
+  'continued_ms')
+return {r[1], r[2], r[3] or '0', r[4] or '', r[5] or '', r[6] or '0'}
+"#;
+
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
@@ -60,6 +94,10 @@ impl Keys {
 
     fn latch(&self, version: &str) -> String {
         format!("{}:latch:{version}", self.prefix)
+    }
+
+    fn rollout(&self, version: &str) -> String {
+        format!("{}:rollout:{version}", self.prefix)
     }
 
     fn slices(&self, version: &str, every_ms: u64, k: u64) -> String {
@@ -108,6 +146,42 @@ pub async fn merge(
         ))
     })?;
     Ok((won == 1, remote))
+}
+
+/// Offers this replica's rollout step (and a pause change); the rollout as the fleet holds it.
+pub async fn step(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    version: &str,
+    offer: &StepWire,
+    pause: PauseOp<'_>,
+) -> RedisResult<StepWire> {
+    let (op, text, at) = match pause {
+        PauseOp::Keep => ("keep", "", 0),
+        PauseOp::Set(why) => ("set", why, 0),
+        PauseOp::Clear(at_ms) => ("clear", "", at_ms),
+    };
+    let (g, s, since, by, paused, continued): (String, String, String, String, String, String) =
+        Script::new(STEP)
+            .key(keys.rollout(version))
+            .arg(offer.generation)
+            .arg(offer.step)
+            .arg(offer.since_ms)
+            .arg(&offer.by)
+            .arg(op)
+            .arg(text)
+            .arg(at)
+            .invoke_async(conn)
+            .await?;
+    let num = |t: &str| t.parse::<u64>().unwrap_or(0);
+    Ok(StepWire {
+        generation: num(&g),
+        step: num(&s) as usize,
+        since_ms: num(&since),
+        by,
+        paused: (!paused.is_empty()).then_some(paused),
+        continued_ms: num(&continued),
+    })
 }
 
 pub async fn push_slice(

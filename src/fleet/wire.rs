@@ -44,6 +44,30 @@ impl RemoteLatch {
     }
 }
 
+/// A rollout's step as the fleet holds it for one canary version: one step for every replica,
+/// the highest of the current generation (a rollback outranks it through the latch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepWire {
+    pub generation: u64,
+    pub step: usize,
+    /// When the step began, wall-clock milliseconds: every replica bakes from the same moment.
+    pub since_ms: u64,
+    pub by: String,
+    /// The fleet-wide pause at this step: who paused and why.
+    pub paused: Option<String>,
+    /// The last `continue` at this step (wall-clock ms; 0 for none): `max_bake` counts from it.
+    pub continued_ms: u64,
+}
+
+/// What an offer of a step does to the pause.
+#[derive(Debug, Clone, Copy)]
+pub enum PauseOp<'a> {
+    Keep,
+    Set(&'a str),
+    /// `continue`, at this wall-clock millisecond.
+    Clear(u64),
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct CohortWire {
     n: u64,

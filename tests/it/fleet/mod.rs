@@ -116,3 +116,4 @@ pub(super) fn bad_canary() -> Behavior {
 mod judge;
 mod latch;
 mod outage;
+mod rollout;
