@@ -77,6 +77,16 @@ pub struct DemoArgs {
     /// Leave everything running afterwards, to explore the admin port.
     #[arg(long)]
     pub keep_running: bool,
+    /// `bad`: the canary turns bad mid-ramp and is rolled back; `good`: a healthy canary is
+    /// ramped through every step to complete.
+    #[arg(long, value_enum, default_value_t = Scenario::Bad)]
+    pub scenario: Scenario,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    Bad,
+    Good,
 }
 
 #[derive(Debug, Args)]

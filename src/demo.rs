@@ -1,7 +1,9 @@
 //! `canary-proxy demo`: the whole idea on one machine, in one process, on loopback ephemeral
-//! ports. A healthy stable upstream, a canary upstream that turns bad part-way (errors and added
-//! latency), the real proxy with a built-in config, and a traffic generator with many user ids.
-//! It prints live progress once a second, the rollback as it fires, and a summary.
+//! ports. A healthy stable upstream, a canary upstream, the real proxy with a built-in config
+//! that ramps the canary 10 -> 25 -> 50 -> 100 %, and a traffic generator with many user ids.
+//! By default the canary turns bad mid-ramp (errors and added latency) and is rolled back;
+//! with `--scenario good` it stays healthy and is ramped to `complete`. It prints live
+//! progress once a second, each step and the rollback as they happen, and a summary.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,6 +29,8 @@ pub const MIN_DURATION: Duration = Duration::from_secs(10);
 pub struct DemoOptions {
     pub duration: Duration,
     pub keep_running: bool,
+    /// A healthy canary ramped to `complete`, instead of one that turns bad mid-ramp.
+    pub good: bool,
 }
 
 /// An upstream that answers "ok" after a few milliseconds; once `bad` is set, one request in
@@ -76,13 +80,17 @@ endpoints = ["http://{stable}"]
 [canary]
 version = "v1.2.0-canary"
 endpoints = ["http://{canary}"]
-traffic_percent = 20.0
 identity = ["header:x-user-id", "ip"]
 [rollback]
 window = "30s"
 evaluate_every = "250ms"
 min_requests = 100
+max_error_rate = 2.0
 max_latency = "200ms"
+[rollout]
+steps = [10, 25, 50, 100]
+bake = "2s"
+max_bake = "1m"
 [state]
 path = "{state}"
 "#,
@@ -163,7 +171,30 @@ fn line(elapsed: Duration, m: &Value, last: &Value, dt: f64) -> String {
     )
 }
 
-/// Runs the demo; `Ok(true)` when the rollback fired.
+/// One line per step the rollout takes, and when it completes or holds.
+fn step_line(elapsed: Duration, status: &Value) -> String {
+    let r = &status["rollout"];
+    let at = elapsed.as_secs_f64();
+    match status["state"].as_str() {
+        Some("complete") => format!(
+            "{at:>5.1}s  COMPLETE: the last step's gate opened; the canary serves {} % and waits to be made the stable",
+            status["traffic_percent"]
+        ),
+        Some("holding") => format!(
+            "{at:>5.1}s  HOLDING: {}",
+            r["hold_reason"].as_str().unwrap_or("?")
+        ),
+        _ => format!(
+            "{at:>5.1}s  STEP {} of {}: {} % of users now go to the canary (the gate opened: the evidence rules out a canary twice beyond its limits)",
+            r["step"].as_u64().unwrap_or(0) + 1,
+            r["steps"].as_array().map_or(0, Vec::len),
+            status["traffic_percent"]
+        ),
+    }
+}
+
+/// Runs the demo; `Ok(true)` when it showed what its scenario should (a rollback, or a ramp
+/// to complete).
 pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     let duration = opts.duration.max(MIN_DURATION);
     let bad = Arc::new(AtomicBool::new(false));
@@ -180,19 +211,23 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         let _ = stop_rx.await;
     }));
 
-    println!("canary-proxy demo: stable v1.1.0 and canary v1.2.0-canary behind the proxy, 20 % to the canary");
+    println!("canary-proxy demo: stable v1.1.0 and canary v1.2.0-canary behind the proxy; the proxy ramps the canary 10 -> 25 -> 50 -> 100 %");
     println!("  proxy http://{proxy}   dashboard http://{admin}/   metrics http://{admin}/metrics");
-    let turn_bad = duration.mul_f64(0.3);
-    println!(
-        "  the canary turns bad at {:.0}s (20 % errors, +250 ms); the judge should roll it back\n",
-        turn_bad.as_secs_f64()
-    );
+    // The bad canary turns bad at its second step, or at 60 % of the run on a slow machine.
+    let mut turn_bad = duration.mul_f64(0.6);
+    if opts.good {
+        println!("  the canary stays healthy: each step advances once its gate opens (2 s bake)\n");
+    } else {
+        println!("  the canary turns bad at its second step (20 % errors, +250 ms); the judge should roll it back\n");
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let workers = traffic(proxy, 16, Duration::ZERO, stop.clone());
     let started = Instant::now();
     let (mut last, mut last_at) = (report::metrics(&control), Instant::now());
     let mut rolled_back_at = None;
+    let mut complete_at = None;
+    let mut seen = (String::new(), 0u64);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     while started.elapsed() < duration {
@@ -200,14 +235,33 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             _ = tick.tick() => {}
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
-        if !bad.load(Relaxed) && started.elapsed() >= turn_bad {
+        let status = report::status(&control);
+        let now = (
+            status["state"].as_str().unwrap_or("").to_string(),
+            status["rollout"]["step"].as_u64().unwrap_or(0),
+        );
+        if now != seen
+            && now.0 != "rolled_back"
+            && (now.1 != seen.1 || now.0 == "complete" || now.0 == "holding")
+        {
+            println!("{}", step_line(started.elapsed(), &status));
+        }
+        seen = now;
+        if complete_at.is_none() && status["state"] == "complete" {
+            complete_at = Some(started.elapsed());
+            if opts.good {
+                break;
+            }
+        }
+        let second_step = status["rollout"]["step"].as_u64().unwrap_or(0) >= 1;
+        if !opts.good && !bad.load(Relaxed) && (second_step || started.elapsed() >= turn_bad) {
             bad.store(true, Relaxed);
+            turn_bad = started.elapsed();
             println!(
                 "{:>5.1}s  the canary degrades now",
                 started.elapsed().as_secs_f64()
             );
         }
-        let status = report::status(&control);
         if rolled_back_at.is_none() && status["state"] == "rolled_back" {
             let at = started.elapsed();
             rolled_back_at = Some(at);
@@ -248,12 +302,21 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         "\nsummary: {:.0} requests to stable, {:.0} to the canary in {:.0}s",
         total("stable"),
         total("canary"),
-        duration.as_secs_f64()
+        started.elapsed().as_secs_f64()
     );
-    match rolled_back_at {
-        Some(at) => println!("  the canary was rolled back {:.1}s after it degraded, and stayed rolled back (the latch)", (at.saturating_sub(turn_bad)).as_secs_f64()),
-        None => println!("  the canary was NOT rolled back: the demo did not show what it should"),
-    }
+    let shown = if opts.good {
+        match complete_at {
+            Some(at) => println!("  the healthy canary was ramped through every step to complete in {:.1}s, on evidence alone", at.as_secs_f64()),
+            None => println!("  the canary did NOT complete its ramp: the demo did not show what it should"),
+        }
+        complete_at.is_some()
+    } else {
+        match rolled_back_at {
+            Some(at) => println!("  the canary was rolled back {:.1}s after it degraded, and stayed rolled back (the latch)", (at.saturating_sub(turn_bad)).as_secs_f64()),
+            None => println!("  the canary was NOT rolled back: the demo did not show what it should"),
+        }
+        rolled_back_at.is_some()
+    };
     if opts.keep_running {
         println!("\nstill running (Ctrl-C to stop):");
         println!("  dashboard  http://{admin}/");
@@ -268,5 +331,5 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     let _ = stop_tx.send(());
     let _ = server.await;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(rolled_back_at.is_some())
+    Ok(shown)
 }

@@ -55,6 +55,7 @@ fn main() -> ExitCode {
             match canary_proxy::demo::run(canary_proxy::demo::DemoOptions {
                 duration: a.duration,
                 keep_running: a.keep_running,
+                good: a.scenario == canary_proxy::cli::Scenario::Good,
             })
             .await
             {

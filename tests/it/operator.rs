@@ -8,7 +8,7 @@ use crate::support::*;
 #[test]
 fn the_demo_runs_to_completion_and_shows_a_rollback() {
     let out = Command::new(bin())
-        .args(["demo", "--duration", "10s"])
+        .args(["demo", "--duration", "15s"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -20,7 +20,30 @@ fn the_demo_runs_to_completion_and_shows_a_rollback() {
     );
     assert!(stdout.contains("ROLLED BACK"), "{stdout}");
     assert!(stdout.contains("rolled back"), "{stdout}");
+    assert!(
+        stdout.contains("STEP 2 of 4"),
+        "the ramp is shown: {stdout}"
+    );
     assert!(stdout.contains("summary:"), "{stdout}");
+}
+
+#[test]
+fn the_good_demo_ramps_a_healthy_canary_to_complete() {
+    let out = Command::new(bin())
+        .args(["demo", "--scenario", "good", "--duration", "50s"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in ["STEP 2 of 4", "STEP 3 of 4", "STEP 4 of 4", "COMPLETE"] {
+        assert!(stdout.contains(step), "{step}: {stdout}");
+    }
+    assert!(!stdout.contains("ROLLED BACK"), "{stdout}");
 }
 
 fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
