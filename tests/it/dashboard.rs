@@ -107,28 +107,8 @@ async fn the_dashboard_shows_live_charts_and_its_button_rolls_back() {
         })
     };
 
-    let driver = Driver::start().await;
-    let profile = tempfile::tempdir().unwrap();
-    let caps = json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-        "binary": "/usr/bin/chromium",
-        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display())]
-    }}}});
-    let session = driver
-        .call("POST", "/session", Some(caps))
-        .await
-        .expect("a browser session");
-    let sid = session["sessionId"].as_str().unwrap().to_string();
-    let at = |p: &str| format!("/session/{sid}{p}");
-    driver
-        .call(
-            "POST",
-            &at("/url"),
-            Some(json!({"url": proxy.admin_url("/")})),
-        )
-        .await
-        .unwrap();
+    let page = Page::open(&proxy.admin_url("/")).await;
+    let (driver, at) = (&page.driver, |p: &str| page.at(p));
     let script = |js: &str| json!({"script": js, "args": []});
 
     // The charts move: samples accumulate, with canary and stable traffic in them.
@@ -157,31 +137,7 @@ async fn the_dashboard_shows_live_charts_and_its_button_rolls_back() {
 
     // The button asks for a reason and the token, then rolls back.
     driver.call("POST", &at("/execute/sync"), Some(script("window.prompt = (q) => q.startsWith('Admin') ? 'tok' : 'rolled back from the browser'; return true;"))).await.unwrap();
-    let button = driver
-        .call(
-            "POST",
-            &at("/element"),
-            Some(json!({"using": "css selector", "value": "[data-testid=rollback]"})),
-        )
-        .await
-        .unwrap();
-    let id = button
-        .as_object()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_string();
-    driver
-        .call(
-            "POST",
-            &at(&format!("/element/{id}/click")),
-            Some(json!({})),
-        )
-        .await
-        .unwrap();
+    page.click("rollback").await;
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let v = driver
@@ -209,9 +165,174 @@ async fn the_dashboard_shows_live_charts_and_its_button_rolls_back() {
         status["last_rollback"]["reason"],
         "rolled back from the browser"
     );
-    let _ = driver
-        .call("DELETE", &format!("/session/{sid}"), None)
+    stop.store(true, Ordering::Relaxed);
+    let _ = traffic.await;
+}
+
+/// One headless Chromium session on a page; it ends with chromedriver, killed on drop.
+struct Page {
+    driver: Driver,
+    sid: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Page {
+    async fn open(url: &str) -> Page {
+        let driver = Driver::start().await;
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display())]
+        }}}});
+        let session = driver
+            .call("POST", "/session", Some(caps))
+            .await
+            .expect("a browser session");
+        let sid = session["sessionId"].as_str().unwrap().to_string();
+        let page = Page {
+            driver,
+            sid,
+            _profile: profile,
+        };
+        page.driver
+            .call("POST", &page.at("/url"), Some(json!({"url": url})))
+            .await
+            .unwrap();
+        page
+    }
+
+    fn at(&self, p: &str) -> String {
+        format!("/session/{}{p}", self.sid)
+    }
+
+    async fn js(&self, js: &str) -> Value {
+        let body = json!({"script": js, "args": []});
+        self.driver
+            .call("POST", &self.at("/execute/sync"), Some(body))
+            .await
+            .unwrap()
+    }
+
+    async fn click(&self, testid: &str) {
+        let found = json!({"using": "css selector", "value": format!("[data-testid={testid}]")});
+        let button = self
+            .driver
+            .call("POST", &self.at("/element"), Some(found))
+            .await
+            .unwrap();
+        let id = button.as_object().unwrap().values().next().unwrap();
+        let path = self.at(&format!("/element/{}/click", id.as_str().unwrap()));
+        self.driver
+            .call("POST", &path, Some(json!({})))
+            .await
+            .unwrap();
+    }
+
+    /// Polls `js` until it returns `want`.
+    async fn until(&self, js: &str, want: Value, what: &str) -> Value {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self.js(js).await;
+            if v == want {
+                return v;
+            }
+            assert!(Instant::now() < until, "{what}: {v}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_ramp_in_words_and_its_buttons_promote_and_pause() {
+    let (s, k) = upstreams().await;
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.rollback = "evaluate_every = \"100ms\"\nmin_requests = 20\nmax_error_rate = 20.0\nlatency_stat = \"p90\"".into();
+    cfg.rollout = Some("steps = [10, 50, 100]\nbake = \"300ms\"\nmax_bake = \"1m\"\npromote_risk = 0.1\nauto = false".into());
+    let proxy = Arc::new(cfg.start().await);
+    let page = Page::open(&proxy.admin_url("/")).await;
+    // Before any traffic the gate is shut and says what it needs.
+    page.until(
+        "return document.getElementById('rollout').hidden;",
+        json!(false),
+        "the ramp is shown",
+    )
+    .await;
+    let steps = page
+        .js("return document.getElementById('steps').textContent;")
         .await;
+    assert_eq!(steps, "10 %50 %100 %");
+    assert_eq!(
+        page.js("return document.getElementById('continue').disabled;")
+            .await,
+        true
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (proxy, stop) = (proxy.clone(), stop.clone());
+        tokio::spawn(async move {
+            let c = client();
+            let until = Instant::now() + Duration::from_secs(60);
+            for i in 0.. {
+                if stop.load(Ordering::Relaxed) || Instant::now() > until {
+                    break;
+                }
+                get(&c, &proxy.url("/"), &[("x-user-id", &format!("u{i}"))]).await;
+            }
+        })
+    };
+    page.until(
+        "return document.getElementById('state').dataset.state;",
+        json!("ready"),
+        "ready",
+    )
+    .await;
+    let words = page
+        .js("return document.getElementById('gate').textContent;")
+        .await;
+    let words = words.as_str().unwrap();
+    assert!(
+        words.contains("error rate: evidence") && words.contains("passes"),
+        "{words}"
+    );
+    let shot = page.driver.call("GET", &page.at("/screenshot"), None).await.unwrap();
+    let _ = std::fs::write(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/dashboard-rollout.png"),
+        base64_decode(shot.as_str().unwrap()),
+    );
+    // Promote through the button: one step, and the page follows.
+    page.js("window.prompt = () => 'from the browser'; window.confirm = () => true; return true;")
+        .await;
+    page.click("promote").await;
+    page.until(
+        "return document.querySelector('#steps .now').textContent;",
+        json!("50 %"),
+        "step 2 shown",
+    )
+    .await;
+    assert_eq!(
+        admin_json(&proxy, "/canary/status").await["rollout"]["step"],
+        1
+    );
+    // Pause, then continue, through the buttons.
+    page.click("pause").await;
+    page.until(
+        "return document.getElementById('state').dataset.state;",
+        json!("holding"),
+        "paused",
+    )
+    .await;
+    let hold = page
+        .js("return document.getElementById('hold').textContent;")
+        .await;
+    assert!(
+        hold.as_str().unwrap().contains("from the browser"),
+        "{hold}"
+    );
+    page.click("continue").await;
+    let state = page.js("return new Promise(r => setTimeout(() => r(document.getElementById('state').dataset.state), 1500));").await;
+    assert_ne!(state, "holding");
     stop.store(true, Ordering::Relaxed);
     let _ = traffic.await;
 }
