@@ -296,7 +296,11 @@ async fn the_dashboard_shows_the_ramp_in_words_and_its_buttons_promote_and_pause
         words.contains("error rate: evidence") && words.contains("passes"),
         "{words}"
     );
-    let shot = page.driver.call("GET", &page.at("/screenshot"), None).await.unwrap();
+    let shot = page
+        .driver
+        .call("GET", &page.at("/screenshot"), None)
+        .await
+        .unwrap();
     let _ = std::fs::write(
         concat!(env!("CARGO_MANIFEST_DIR"), "/target/dashboard-rollout.png"),
         base64_decode(shot.as_str().unwrap()),

@@ -267,6 +267,21 @@ async fn without_auto_a_step_waits_at_ready_and_pause_promote_and_restart_keep_t
         (Some(1), Some(60.0)),
         "{st:#}"
     );
+
+    // A new canary version is a new rollout, at the first step.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("v1.2.0-canary", "v1.3.0")).unwrap();
+    post_ok(proxy.admin, "/canary/reload").await;
+    let st = status(&proxy).await;
+    assert_eq!(
+        (
+            st["rollout"]["step"].as_u64(),
+            st["traffic_percent"].as_f64(),
+            st["state"].as_str()
+        ),
+        (Some(0), Some(20.0), Some("ramping")),
+        "{st:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
