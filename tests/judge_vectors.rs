@@ -1,51 +1,21 @@
 //! The judge against the shared test vectors (`tests/data/judge-vectors.json`, a copy of
 //! `shared/judge-vectors.json`): evidence on every slice to 1e-6, firing up to the first firing.
 
-use canary_proxy::judge::sequential::{Judge, JudgeParams, Scope, SliceInput, Trigger};
-use serde_json::Value;
-
-fn params(p: &Value) -> JudgeParams {
-    let quantile = match p["latency_stat"].as_str().unwrap() {
-        "p50" => 0.5,
-        "p90" => 0.9,
-        "p95" => 0.95,
-        "p99" => 0.99,
-        other => panic!("unknown stat {other}"),
-    };
-    JudgeParams {
-        max_error_rate: p["max_error_rate"].as_f64().unwrap(),
-        max_relative_error: p["max_relative_error"].as_f64().unwrap(),
-        slow_fraction: 1.0 - quantile,
-        false_rollback_budget: p["false_rollback_budget"].as_f64().unwrap(),
-        min_requests: p["min_requests"].as_u64().unwrap(),
-        window_slices: p["window_slices"].as_u64().unwrap() as usize,
-    }
-}
+use canary_proxy::judge::sequential::{Judge, Scope, SliceInput, Trigger};
+mod vectors;
 
 #[test]
 fn every_case_of_the_shared_vectors() {
-    // The shared file is the source; the copy in tests/data keeps a checkout without shared/
-    // testable. Where both exist they must be the same.
-    let copy = include_str!("data/judge-vectors.json");
-    let shared =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/judge-vectors.json");
-    let text = match std::fs::read_to_string(&shared) {
-        Ok(from_shared) => {
-            assert_eq!(
-                from_shared, copy,
-                "tests/data/judge-vectors.json has drifted from shared/: copy it again"
-            );
-            from_shared
-        }
-        Err(_) => copy.to_string(),
-    };
-    let doc: Value = serde_json::from_str(&text).unwrap();
+    let doc = vectors::load(
+        "judge-vectors.json",
+        include_str!("data/judge-vectors.json"),
+    );
     let cases = doc["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 11);
     let mut checked = 0;
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let mut judge = Judge::new(params(&case["params"]));
+        let mut judge = Judge::new(vectors::limits(&case["params"]));
         for t in Trigger::ALL {
             for s in Scope::ALL {
                 let want = case["thresholds"][t.as_str()][s.as_str()].as_f64().unwrap();
@@ -58,12 +28,7 @@ fn every_case_of_the_shared_vectors() {
         }
         let mut fired_before = false;
         for (i, slice) in case["slices"].as_array().unwrap().iter().enumerate() {
-            let v: Vec<u64> = slice["in"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap())
-                .collect();
+            let v = vectors::inputs(slice);
             let verdict = judge.observe(SliceInput {
                 nc: v[0],
                 ns: v[1],

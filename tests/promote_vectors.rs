@@ -3,26 +3,10 @@
 //! side's lean and the gate, on every slice, to 1e-6.
 
 use canary_proxy::judge::promotion::{Gate, GateParams, PromoteInput, Test};
-use canary_proxy::judge::sequential::{Judge, JudgeParams, SliceInput, Trigger};
+use canary_proxy::judge::sequential::{Judge, SliceInput, Trigger};
 use serde_json::Value;
 
-fn limits(p: &Value) -> JudgeParams {
-    let quantile = match p["latency_stat"].as_str().unwrap() {
-        "p50" => 0.5,
-        "p90" => 0.9,
-        "p95" => 0.95,
-        "p99" => 0.99,
-        other => panic!("unknown stat {other}"),
-    };
-    JudgeParams {
-        max_error_rate: p["max_error_rate"].as_f64().unwrap(),
-        max_relative_error: p["max_relative_error"].as_f64().unwrap(),
-        slow_fraction: 1.0 - quantile,
-        false_rollback_budget: p["false_rollback_budget"].as_f64().unwrap(),
-        min_requests: p["min_requests"].as_u64().unwrap(),
-        window_slices: p["window_slices"].as_u64().unwrap() as usize,
-    }
-}
+mod vectors;
 
 fn close(got: f64, want: &Value, what: &str) {
     let want = want.as_f64().unwrap_or_else(|| panic!("{what}: no number"));
@@ -31,29 +15,19 @@ fn close(got: f64, want: &Value, what: &str) {
 
 #[test]
 fn every_case_of_the_shared_promotion_vectors() {
-    let copy = include_str!("data/promote-vectors.json");
-    let shared =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/promote-vectors.json");
-    let text = match std::fs::read_to_string(&shared) {
-        Ok(from_shared) => {
-            assert_eq!(
-                from_shared, copy,
-                "tests/data/promote-vectors.json has drifted from shared/: copy it again"
-            );
-            from_shared
-        }
-        Err(_) => copy.to_string(),
-    };
-    let doc: Value = serde_json::from_str(&text).unwrap();
+    let doc = vectors::load(
+        "promote-vectors.json",
+        include_str!("data/promote-vectors.json"),
+    );
     let cases = doc["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 8);
     let mut opened = 0;
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let p = &case["params"];
-        let mut judge = Judge::new(limits(p));
+        let mut judge = Judge::new(vectors::limits(p));
         let mut gate = Gate::new(GateParams {
-            limits: limits(p),
+            limits: vectors::limits(p),
             promote_risk: p["promote_risk"].as_f64().unwrap(),
             promote_margin: p["promote_margin"].as_f64().unwrap(),
         });
@@ -66,12 +40,7 @@ fn every_case_of_the_shared_promotion_vectors() {
         }
         let bake = p["bake_slices"].as_u64().unwrap() as usize;
         for (i, slice) in case["slices"].as_array().unwrap().iter().enumerate() {
-            let v: Vec<u64> = slice["in"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap())
-                .collect();
+            let v = vectors::inputs(slice);
             let verdict = judge.observe(SliceInput {
                 nc: v[0],
                 ns: v[1],

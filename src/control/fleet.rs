@@ -211,17 +211,7 @@ impl Control {
         } else {
             return;
         }
-        let table = self.router.load();
-        self.publish(&table);
-        if let Err(e) = self
-            .persist(
-                &table.config.state.path,
-                &table.config.canary.version,
-                false,
-            )
-            .await
-        {
-            tracing::error!(error = %e, "the fleet's rollout step is in force but could not be written");
-        }
+        self.publish(&self.router.load());
+        self.persist_rollout().await;
     }
 }

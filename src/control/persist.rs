@@ -67,6 +67,19 @@ impl Control {
         })
     }
 
+    /// Writes the active canary's rollout as it stands; a failure is logged (the step is in
+    /// force in memory, and the next write carries it).
+    pub(crate) async fn persist_rollout(&self) {
+        let table = self.router.load();
+        let path = &table.config.state.path;
+        if let Err(e) = self
+            .persist(path, &table.config.canary.version, false)
+            .await
+        {
+            tracing::error!(error = %e, "the rollout's step is in force but could not be written");
+        }
+    }
+
     /// The rollout as last written.
     pub(crate) fn saved_rollout(&self) -> Option<RolloutRecord> {
         lock(&self.saved_rollout).clone()

@@ -171,13 +171,7 @@ impl Control {
         caller: Option<SocketAddr>,
     ) -> Result<Transition, ControlError> {
         let _serial = self.transitions.lock().await;
-        let table = self.router.load();
-        let state = self.state_name(&table);
-        if !matches!(state, "ready" | "ramping" | "holding") {
-            return Err(ControlError::Conflict(format!(
-                "nothing to promote (state: {state})"
-            )));
-        }
+        self.mid_ramp("promote")?;
         let (step, open) = match self.rollout().as_ref() {
             Some(ro) => (ro.step, ro.gate.view().open),
             None => (0, false),
@@ -198,13 +192,7 @@ impl Control {
         caller: Option<SocketAddr>,
     ) -> Result<Transition, ControlError> {
         let _serial = self.transitions.lock().await;
-        let table = self.router.load();
-        let before = self.state_name(&table);
-        if !matches!(before, "ready" | "ramping" | "holding") {
-            return Err(ControlError::Conflict(format!(
-                "nothing to pause (state: {before})"
-            )));
-        }
+        let before = self.mid_ramp("pause")?;
         let who = match caller {
             Some(c) => format!("by {c}: {reason}"),
             None => format!(": {reason}"),
@@ -213,18 +201,7 @@ impl Control {
             ro.paused = Some(who.clone());
         }
         self.sync_step_locked(PauseOp::Set(&who)).await;
-        self.persist(
-            &table.config.state.path,
-            &table.config.canary.version,
-            false,
-        )
-        .await?;
-        self.publish(&table);
-        Ok(Transition {
-            before,
-            after: self.state_name(&table),
-            forced: false,
-        })
+        self.settle(before).await
     }
 
     /// `POST /canary/continue`: clears a pause, or gives a step held by `max_bake` another
@@ -236,27 +213,39 @@ impl Control {
         let _serial = self.transitions.lock().await;
         let table = self.router.load();
         let before = self.state_name(&table);
-        let cleared = match self.rollout().as_mut() {
-            Some(ro) if ro.paused.is_some() || ro.held => {
-                ro.paused = None;
-                if ro.held {
-                    ro.held = false;
-                    ro.bake_from = SystemTime::now();
-                }
-                true
-            }
-            _ => false,
-        };
-        if !cleared || before != "holding" {
+        if before != "holding" {
             return Err(ControlError::Conflict(format!(
                 "the rollout is not holding (state: {before})"
             )));
         }
+        if let Some(ro) = self.rollout().as_mut() {
+            ro.paused = None;
+            if ro.held {
+                ro.held = false;
+                ro.bake_from = SystemTime::now();
+            }
+        }
         tracing::info!(caller = ?caller, "rollout continues at its step");
-        self.sync_step_locked(PauseOp::Clear(crate::control::persist::ms(
-            SystemTime::now(),
-        )))
-        .await;
+        let now = crate::control::persist::ms(SystemTime::now());
+        self.sync_step_locked(PauseOp::Clear(now)).await;
+        self.settle(before).await
+    }
+
+    /// The state, when a rollout is under way (ramping, ready or holding); else a 409 that
+    /// says there is nothing to `act` on.
+    fn mid_ramp(&self, act: &str) -> Result<&'static str, ControlError> {
+        let state = self.state_name(&self.router.load());
+        match state {
+            "ready" | "ramping" | "holding" => Ok(state),
+            _ => Err(ControlError::Conflict(format!(
+                "nothing to {act} (state: {state})"
+            ))),
+        }
+    }
+
+    /// After a pause or a continue: the state file, the gauges, and the answer.
+    async fn settle(&self, before: &'static str) -> Result<Transition, ControlError> {
+        let table = self.router.load();
         self.persist(
             &table.config.state.path,
             &table.config.canary.version,
@@ -272,20 +261,8 @@ impl Control {
     }
 
     async fn save_rollout_once(&self) {
-        let table = self.router.load();
-        let record = self.rollout_record();
-        if self.saved_rollout() == record {
-            return;
-        }
-        if let Err(e) = self
-            .persist(
-                &table.config.state.path,
-                &table.config.canary.version,
-                false,
-            )
-            .await
-        {
-            tracing::error!(error = %e, "the rollout's state could not be written");
+        if self.saved_rollout() != self.rollout_record() {
+            self.persist_rollout().await;
         }
     }
 }

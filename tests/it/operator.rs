@@ -5,19 +5,22 @@ use std::process::Command;
 
 use crate::support::*;
 
-#[test]
-fn the_demo_runs_to_completion_and_shows_a_rollback() {
-    let out = Command::new(bin())
-        .args(["demo", "--duration", "15s"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// `canary-proxy demo ARGS`, which must exit 0; its stdout.
+fn demo(args: &[&str]) -> String {
+    let out = Command::new(bin()).arg("demo").args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(
         out.status.code(),
         Some(0),
         "stdout: {stdout}\nstderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn the_demo_runs_to_completion_and_shows_a_rollback() {
+    let stdout = demo(&["--duration", "15s"]);
     assert!(stdout.contains("ROLLED BACK"), "{stdout}");
     assert!(stdout.contains("rolled back"), "{stdout}");
     assert!(
@@ -29,17 +32,7 @@ fn the_demo_runs_to_completion_and_shows_a_rollback() {
 
 #[test]
 fn the_good_demo_ramps_a_healthy_canary_to_complete() {
-    let out = Command::new(bin())
-        .args(["demo", "--scenario", "good", "--duration", "50s"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = demo(&["--scenario", "good", "--duration", "50s"]);
     for step in ["STEP 2 of 4", "STEP 3 of 4", "STEP 4 of 4", "COMPLETE"] {
         assert!(stdout.contains(step), "{step}: {stdout}");
     }

@@ -4,7 +4,7 @@
 //! rolled back and a resume starts again at the first step; the step survives a restart; an
 //! invalid `[rollout]` on reload is refused; `canary-proxy wait` exits 0, 1 and 3.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +27,14 @@ fn write_config(path: &Path, s: &Upstream, k: &Upstream, rollout: &str) {
     cfg.rollout = Some(rollout.into());
     let toml = cfg.toml().replace("[state]", "");
     std::fs::write(path, format!("{toml}\n[state]\npath = \"state.json\"\n")).unwrap();
+}
+
+/// The binary on a config with this `[rollout]`, in a folder of its own.
+fn start(s: &Upstream, k: &Upstream, rollout: &str) -> (Binary, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("canary.toml");
+    write_config(&config, s, k, rollout);
+    (spawn_binary(&config, &[]), config, dir)
 }
 
 async fn status(b: &Binary) -> Value {
@@ -99,15 +107,11 @@ fn wait_cli(b: &Binary, timeout: &str) -> tokio::task::JoinHandle<(i32, String)>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_ramps_to_complete_and_the_share_follows_each_step() {
     let (s, k) = upstreams().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("canary.toml");
-    write_config(
-        &config,
+    let (proxy, _config, _dir) = start(
         &s,
         &k,
         "steps = [10, 50, 100]\nbake = \"2s\"\nmax_bake = \"1m\"\npromote_risk = 0.1",
     );
-    let proxy = spawn_binary(&config, &[]);
     let wait = wait_cli(&proxy, "60s");
     let st = status(&proxy).await;
     assert_eq!(st["state"], "ramping", "{st:#}");
@@ -150,11 +154,8 @@ async fn a_healthy_canary_ramps_to_complete_and_the_share_follows_each_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_auto_a_step_waits_at_ready_and_pause_promote_and_restart_keep_the_step() {
     let (s, k) = upstreams().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("canary.toml");
     let rollout = "steps = [10, 50, 100]\nbake = \"300ms\"\nmax_bake = \"1m\"\npromote_risk = 0.1\nauto = false";
-    write_config(&config, &s, &k, rollout);
-    let mut proxy = spawn_binary(&config, &[]);
+    let (mut proxy, config, dir) = start(&s, &k, rollout);
 
     // At the start of a step the gate is shut: promoting needs force, and says so.
     let got = admin_post(proxy.admin, "/canary/promote", None, "").await;
@@ -287,15 +288,11 @@ async fn without_auto_a_step_waits_at_ready_and_pause_promote_and_restart_keep_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_past_max_bake_holds_with_the_reason_and_wait_exits_3() {
     let (s, k) = upstreams().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("canary.toml");
-    write_config(
-        &config,
+    let (proxy, _config, _dir) = start(
         &s,
         &k,
         "steps = [10, 100]\nbake = \"500ms\"\nmax_bake = \"1s\"",
     );
-    let proxy = spawn_binary(&config, &[]);
     let wait = wait_cli(&proxy, "30s");
     // No traffic: the gate can never open, so the step holds instead of advancing blind.
     let st = until(&proxy, 10, "holding", |v| v["state"] == "holding").await;
@@ -330,15 +327,11 @@ async fn a_canary_that_turns_bad_mid_ramp_is_rolled_back_and_resume_starts_at_th
         },
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("canary.toml");
-    write_config(
-        &config,
+    let (proxy, _config, _dir) = start(
         &s,
         &k,
         "steps = [10, 50, 100]\nbake = \"300ms\"\nmax_bake = \"1m\"\npromote_risk = 0.1",
     );
-    let proxy = spawn_binary(&config, &[]);
     let wait = wait_cli(&proxy, "60s");
     let _traffic = Traffic::start(&proxy);
     until(&proxy, 30, "at step 1", |v| v["rollout"]["step"] == 1).await;
