@@ -301,9 +301,8 @@ impl App {
         if let Some(f) = self.control.fleet() {
             f.leave().await;
         }
-        if let Err(e) = self.control.flush().await {
-            tracing::error!(error = %e, "could not flush the state file");
-        }
+        // A failed flush says so itself.
+        self.control.flush().await;
         tracing::info!("stopped");
     }
 }

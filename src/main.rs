@@ -165,6 +165,15 @@ fn config_failed(e: &ConfigError) -> ExitCode {
 fn load(path: &Path) -> Result<Config, ConfigError> {
     let env = |k: &str| std::env::var(k).ok();
     let config = Config::load(path, &env)?;
+    let state = &config.state.path;
+    canary_proxy::control::latch_file::probe(state).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        key: "state.path".into(),
+        expected: format!(
+            "a file in a folder this process can write, so the rollback latch survives restarts; {} is not ({e})",
+            state.display()
+        ),
+    })?;
     if let Some(files) = &config.proxy.tls {
         canary_proxy::server::tls::server_config(files).map_err(|e| ConfigError {
             file: path.display().to_string(),

@@ -176,7 +176,6 @@ impl Admin {
                 let status = match e {
                     ControlError::Conflict(_) => StatusCode::CONFLICT,
                     ControlError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                    ControlError::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 };
                 error(status, &e.to_string())
             }

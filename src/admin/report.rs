@@ -39,6 +39,7 @@ pub fn status(control: &Control) -> Value {
         "canary_version": c.canary.version,
         "canary_active": table.threshold_ppm > 0,
         "auto_rollback": c.rollback.auto,
+        "persisted": control.persisted(),
         "last_rollback": control.last_rollback().map(|r| json!({
             "trigger": r.trigger, "reason": r.reason, "at": r.at,
             "canary_version": r.canary_version, "figures": r.figures, "replica": r.replica,

@@ -119,16 +119,13 @@ impl Control {
             }
         }
         let table = self.router.load();
-        if let Err(e) = self
-            .persist(
-                &table.config.state.path,
-                &table.config.canary.version,
-                table.state == CanaryState::RolledBack,
-            )
-            .await
-        {
-            tracing::error!(error = %e, "the fleet's latch is in force but could not be written");
-        }
+        let rolled_back = table.state == CanaryState::RolledBack;
+        self.persist(
+            &table.config.state.path,
+            &table.config.canary.version,
+            rolled_back,
+        )
+        .await;
     }
 
     /// One wall-clock slice `k` in a fleet: publish ours, read the others', judge the sum.

@@ -103,16 +103,35 @@ pub fn load(path: &Path) -> Result<Option<LatchState>, StateError> {
     Ok(Some(state))
 }
 
+/// Checks that the state file's folder can take the file: creates the folder if need be, then
+/// writes, syncs and removes a probe file there. Start-up and `check` call it, so a latch can
+/// never silently live in memory only (a read-only mount, a folder owned by another user).
+pub fn probe(path: &Path) -> Result<(), std::io::Error> {
+    let dir = folder(path);
+    fs::create_dir_all(&dir)?;
+    let probe = dir.join(format!(".canary-proxy-probe.{}", std::process::id()));
+    let written = File::create(&probe).and_then(|mut f| {
+        f.write_all(b"probe")?;
+        f.sync_all()
+    });
+    let removed = fs::remove_file(&probe);
+    written.and(removed)
+}
+
+fn folder(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Writes the latch atomically.
 pub fn save(path: &Path, state: &LatchState) -> Result<(), StateError> {
     let err = |source| StateError::Write {
         path: path.into(),
         source,
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = folder(path);
     fs::create_dir_all(&dir).map_err(err)?;
     let name = path
         .file_name()

@@ -24,7 +24,7 @@ use crate::judge::judgement::Judgement;
 use crate::judge::recorder::Recorder;
 use crate::judge::sequential::{Scope, Trigger};
 use crate::metrics::Metrics;
-use latch_file::{RollbackRecord, StateError};
+use latch_file::RollbackRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -34,9 +34,6 @@ pub enum ControlError {
     /// A reload with a config that is refused (422); the old one keeps serving.
     #[error("{0}")]
     Invalid(String),
-    /// The decision was taken but could not be made durable (500).
-    #[error(transparent)]
-    State(#[from] StateError),
 }
 
 /// The states before and after a transition, for the audit line and the caller.
@@ -61,6 +58,8 @@ pub struct Control {
     fleet: Option<Arc<Fleet>>,
     /// The latch's generation for this canary version (resumes seen): see `fleet::wire::Latch`.
     generation: AtomicU64,
+    /// The last write of the state file succeeded.
+    persisted: std::sync::atomic::AtomicBool,
     /// With `[rollout]`, where it stands (`None` without).
     rollout: Mutex<Option<rollout::Rollout>>,
     /// The rollout as last written to the state file.
@@ -115,6 +114,7 @@ impl Control {
             transitions: tokio::sync::Mutex::new(()),
             fleet: start.fleet,
             generation: AtomicU64::new(start.generation),
+            persisted: std::sync::atomic::AtomicBool::new(true),
             rollout: Mutex::new(start.rollout),
             saved_rollout: Mutex::new(None),
         };
@@ -199,12 +199,8 @@ impl Control {
                 "the judge found the canary beyond its {} limit",
                 trigger.as_str()
             );
-            match self.rollback(trigger.as_str(), reason, None).await {
-                Ok(_) | Err(ControlError::Conflict(_)) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "rollback is in force but could not be written")
-                }
-            }
+            // Refused only when already rolled back; a failed write says so itself.
+            let _ = self.rollback(trigger.as_str(), reason, None).await;
         }
         let input = crate::judge::promotion::PromoteInput {
             nc: canary.requests,
@@ -277,7 +273,7 @@ impl Control {
                 record = fleet::record_of(&remote).unwrap_or(record);
                 *lock(&self.last_rollback) = Some(record.clone());
                 self.persist(&cfg.state.path, &cfg.canary.version, true)
-                    .await?;
+                    .await;
                 return Ok((
                     record,
                     Transition {
@@ -310,7 +306,7 @@ impl Control {
         tracing::warn!(%reason, canary_version = %cfg.canary.version, caller = ?caller, before, after = "rolled_back", "rolled back");
         *lock(&self.last_rollback) = Some(record.clone());
         self.persist(&cfg.state.path, &cfg.canary.version, true)
-            .await?;
+            .await;
         if let Some(remote) = ahead {
             // The fleet moved past this rollback already (a resume raced it): follow it.
             self.adopt_locked(&remote).await;
@@ -353,7 +349,7 @@ impl Control {
             &table.config.canary.version,
             false,
         )
-        .await?;
+        .await;
         if let Some(f) = &self.fleet {
             let latch = crate::fleet::wire::Latch {
                 generation,

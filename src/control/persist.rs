@@ -71,13 +71,12 @@ impl Control {
     /// force in memory, and the next write carries it).
     pub(crate) async fn persist_rollout(&self) {
         let table = self.router.load();
-        let path = &table.config.state.path;
-        if let Err(e) = self
-            .persist(path, &table.config.canary.version, false)
-            .await
-        {
-            tracing::error!(error = %e, "the rollout's step is in force but could not be written");
-        }
+        self.persist(
+            &table.config.state.path,
+            &table.config.canary.version,
+            false,
+        )
+        .await;
     }
 
     /// The rollout as last written.
@@ -85,8 +84,13 @@ impl Control {
         lock(&self.saved_rollout).clone()
     }
 
-    /// Writes the latch as it stands (at shutdown).
-    pub async fn flush(&self) -> Result<(), StateError> {
+    /// Whether the last write of the state file succeeded (`"persisted"` in the status).
+    pub fn persisted(&self) -> bool {
+        self.persisted.load(Ordering::Acquire)
+    }
+
+    /// Writes the latch as it stands (at shutdown); whether it was written.
+    pub async fn flush(&self) -> bool {
         let table = self.router.load();
         let rolled_back = table.state == CanaryState::RolledBack;
         self.persist(
@@ -97,7 +101,31 @@ impl Control {
         .await
     }
 
+    /// Writes the state file as it stands. A failed write (a full disk) never undoes what it
+    /// records: the swap came first and holds; it logs an ERROR and shows `"persisted": false`
+    /// until a later write succeeds. Whether it was written.
     pub(crate) async fn persist(
+        &self,
+        path: &std::path::Path,
+        version: &str,
+        rolled_back: bool,
+    ) -> bool {
+        match self.write_state(path, version, rolled_back).await {
+            Ok(()) => {
+                if !self.persisted.swap(true, Ordering::AcqRel) {
+                    tracing::info!(path = %path.display(), "the state file is written again");
+                }
+                true
+            }
+            Err(e) => {
+                self.persisted.store(false, Ordering::Release);
+                tracing::error!(error = %e, rolled_back, "the state file could not be written: the decision holds in memory only until a write succeeds");
+                false
+            }
+        }
+    }
+
+    async fn write_state(
         &self,
         path: &std::path::Path,
         version: &str,

@@ -84,7 +84,7 @@ impl Control {
                 &table.config.canary.version,
                 false,
             )
-            .await?;
+            .await;
         } else {
             self.judgement().retune(&table.config.rollback);
             self.publish(&table);

@@ -135,7 +135,7 @@ impl Control {
             &table.config.canary.version,
             false,
         )
-        .await?;
+        .await;
         // The fleet follows within a slice (and a replica ahead of us pulls us along).
         self.sync_step_locked(PauseOp::Keep).await;
         Ok(Transition {
@@ -251,7 +251,7 @@ impl Control {
             &table.config.canary.version,
             false,
         )
-        .await?;
+        .await;
         self.publish(&table);
         Ok(Transition {
             before,

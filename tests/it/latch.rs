@@ -217,3 +217,58 @@ async fn a_reload_keeps_the_window_unless_the_canary_version_changes() {
     );
     assert_eq!(m["canary_version"], "v3");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_folder_that_cannot_be_written_is_refused_at_start_and_a_later_failed_write_keeps_the_swap(
+) {
+    let (s, k) = upstreams().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("canary.toml");
+    write_config(&config, &s, &k, "v2", 100.0);
+    // A folder that cannot be made (a file is in the way; root ignores permission bits).
+    let text = std::fs::read_to_string(&config).unwrap();
+    let blocked = text.replace("path = \"latch.json\"", "path = \"state/latch.json\"");
+    std::fs::write(&config, &blocked).unwrap();
+    std::fs::write(dir.path().join("state"), "not a folder").unwrap();
+    for cmd in ["check", "run"] {
+        let out = std::process::Command::new(bin())
+            .args([cmd, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("state.path") && err.contains("state/latch.json"),
+            "{cmd}: {err}"
+        );
+    }
+
+    // Writable at start, then the folder goes away under the proxy (a full or lost disk).
+    std::fs::remove_file(dir.path().join("state")).unwrap();
+    let proxy = spawn_binary(&config, &[]);
+    assert_eq!(status(&proxy).await["persisted"], true);
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    std::fs::write(dir.path().join("state"), "not a folder").unwrap();
+    let got = admin_post(proxy.admin, "/canary/rollback", None, "").await;
+    assert_eq!(got.status, 200, "the rollback stands: {}", got.body);
+    let v: Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(
+        (v["state"].as_str(), v["persisted"].as_bool()),
+        (Some("rolled_back"), Some(false))
+    );
+    assert!(
+        cohorts(&proxy, 20).await.iter().all(|c| c == "stable"),
+        "the swap holds"
+    );
+    assert_eq!(status(&proxy).await["persisted"], false);
+    assert!(
+        proxy.logs().contains("could not be written"),
+        "{}",
+        proxy.logs()
+    );
+    // Once a write succeeds again, the status says so.
+    std::fs::remove_file(dir.path().join("state")).unwrap();
+    post_ok(proxy.admin, "/canary/resume").await;
+    assert_eq!(status(&proxy).await["persisted"], true);
+}
