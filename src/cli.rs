@@ -91,16 +91,19 @@ pub enum Scenario {
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// The admin port's URL.
-    #[arg(
-        long,
-        env = "CANARY_ADMIN_URL",
-        default_value = "http://127.0.0.1:9090"
-    )]
-    pub admin: String,
-    /// The admin token, for calls that change something.
+    /// The admin port's URL [default: the config's admin.listen, else http://127.0.0.1:9090].
+    #[arg(long, env = "CANARY_ADMIN_URL")]
+    pub admin: Option<String>,
+    /// The admin token, for calls that change something (visible in `ps`: prefer
+    /// --token-file, CANARY_ADMIN_TOKEN or --config).
     #[arg(long, env = "CANARY_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the admin token (surrounding whitespace trimmed).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// The proxy's config file: its admin address and token are used.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
     /// Print the JSON answer instead of a summary.
     #[arg(long)]
     pub json: bool,

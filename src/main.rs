@@ -1,12 +1,13 @@
-//! The binary: parse the command line, set up logging, load the config, run. The only place
-//! that maps failures to exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.
+//! The binary: parse the command line, set up logging, load the config, run. Exit codes: 0 ok,
+//! 1 runtime failure, 2 bad usage or invalid config; the admin subcommands add their own
+//! (`admin::command::exit`, and `wait`'s in `admin::client::WaitOutcome`).
 
 #![forbid(unsafe_code)]
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use canary_proxy::admin::client;
+use canary_proxy::admin::{client, command};
 use canary_proxy::app::App;
 use canary_proxy::cli::{AdminArgs, Cli, Command, LogFormat};
 use canary_proxy::config::{Config, ConfigError};
@@ -41,6 +42,11 @@ fn main() -> ExitCode {
             | Some(Command::Wait(_))
     );
     init_tracing(cli.log_format, if quiet { "error" } else { "info" });
+    // The tools that only print (not the proxy, nor the demo, which serves on sockets).
+    let printer = quiet && !matches!(cli.command, Some(Command::Demo(_)));
+    if printer || matches!(cli.command, Some(Command::Check(_))) {
+        canary_proxy::sys::default_sigpipe();
+    }
     match cli.command {
         Some(Command::Check(a)) => match load(&a.config) {
             Ok(c) => {
@@ -84,16 +90,13 @@ fn main() -> ExitCode {
             admin(a.admin, Method::POST, "/canary/pause", body)
         }
         Some(Command::Continue(a)) => admin(a, Method::POST, "/canary/continue", None),
-        Some(Command::Wait(a)) => runtime_then(|| async move {
-            let outcome = client::wait(
-                &a.admin.admin,
-                a.admin.token.as_deref(),
-                a.timeout,
-                a.admin.json,
-            )
-            .await;
-            ExitCode::from(outcome.exit_code())
-        }),
+        Some(Command::Wait(a)) => match target(&a.admin) {
+            Ok(t) => runtime_then(|| async move {
+                let outcome = client::wait(&t.admin, t.token.as_deref(), a.timeout, a.admin.json);
+                ExitCode::from(outcome.await.exit_code())
+            }),
+            Err(code) => code,
+        },
         None => {
             match cli.config {
                 Some(path) => run(&path),
@@ -123,37 +126,35 @@ where
     }
 }
 
-/// One admin call: a human summary (or the JSON) on stdout, a refusal on stderr with exit 1.
+/// Where an admin subcommand calls, from its flags, the environment and `--config`.
+fn target(a: &AdminArgs) -> Result<command::Target, ExitCode> {
+    command::target(
+        a.admin.as_deref(),
+        a.token.as_deref(),
+        a.token_file.as_deref(),
+        a.config.as_deref(),
+    )
+    .map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+/// One admin call: a summary (or the JSON) on stdout; a refusal on stderr, with an exit code
+/// per kind of refusal (`admin::command::exit`).
 fn admin(
     a: AdminArgs,
     method: Method,
     path: &'static str,
     body: Option<serde_json::Value>,
 ) -> ExitCode {
-    runtime_then(|| async move {
-        match client::call(&a.admin, method, path, a.token.as_deref(), body).await {
-            Ok(v) if a.json => {
-                println!("{v}");
-                ExitCode::SUCCESS
-            }
-            Ok(v) => {
-                if path != "/canary/status" {
-                    println!(
-                        "{}: done (state was {}, now {})",
-                        path.trim_start_matches("/canary/"),
-                        v["before"].as_str().unwrap_or("?"),
-                        v["state"].as_str().unwrap_or("?")
-                    );
-                }
-                print!("{}", client::human_status(&v));
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(EXIT_RUNTIME)
-            }
-        }
-    })
+    let t = match target(&a) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    runtime_then(
+        || async move { ExitCode::from(command::run(&t, a.json, method, path, body).await) },
+    )
 }
 
 fn config_failed(e: &ConfigError) -> ExitCode {

@@ -1,4 +1,4 @@
-//! The only `unsafe` in the crate: three calls into the C library that std does not wrap.
+//! The only `unsafe` in the crate: four calls into the C library that std does not wrap.
 //! Each takes no pointer it does not own, and each has a safe fallback when the call fails.
 
 /// This machine's host name (the default replica name), or `replica-PID` when it has none.
@@ -10,6 +10,17 @@ pub fn hostname() -> String {
     match std::str::from_utf8(&buf[..end]) {
         Ok(h) if rc == 0 && !h.is_empty() => h.to_string(),
         _ => format!("replica-{}", std::process::id()),
+    }
+}
+
+/// A command-line tool's stdout into a closed pipe (`status | head -c1`) ends the process
+/// quietly, as `cat` does, instead of a panic in `println!`. Never for the proxy itself, whose
+/// sockets must see EPIPE as an error (Rust ignores SIGPIPE for that).
+pub fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default touches no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

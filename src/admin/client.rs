@@ -181,8 +181,24 @@ fn fail(why: String) -> WaitOutcome {
     WaitOutcome::Failed(why)
 }
 
-/// A status answer as a few lines for people.
-pub fn human_status(v: &Value) -> String {
+/// A percent for people: two decimals, no float noise.
+fn pct(v: &Value) -> String {
+    format!("{:.2} %", v.as_f64().unwrap_or(0.0))
+}
+
+/// Seconds for people, in milliseconds below 10 s.
+fn secs(v: &Value) -> String {
+    let s = v.as_f64().unwrap_or(0.0);
+    if s < 10.0 {
+        format!("{:.1} ms", s * 1000.0)
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+/// A status answer as a few lines for people; `window` (`GET /canary/metrics`) adds both
+/// cohorts' figures and how close each trigger is.
+pub fn human_status(v: &Value, window: Option<&Value>) -> String {
     let mut out = format!(
         "state:    {}\ncanary:   {} at {} % ({})\nstable:   {}\n",
         v["state"].as_str().unwrap_or("?"),
@@ -195,6 +211,31 @@ pub fn human_status(v: &Value) -> String {
         },
         v["stable_version"].as_str().unwrap_or("?"),
     );
+    if let Some(m) = window {
+        for cohort in ["canary", "stable"] {
+            out.push_str(&format!(
+                "{:<9} {} requests in the window, {} errors, p99 {}\n",
+                format!("{cohort}:"),
+                m[format!("{cohort}_requests")],
+                pct(&m[format!("{cohort}_error_rate")]),
+                secs(&m[format!("{cohort}_p99_latency")]),
+            ));
+        }
+        if let Some(ev) = m["evidence"].as_object() {
+            let closest: Vec<String> = ev
+                .iter()
+                .filter(|(_, e)| e["enabled"].as_bool().unwrap_or(true))
+                .map(|(t, e)| {
+                    format!(
+                        "{t} {:.2} of {:.2}",
+                        e["cumulative"].as_f64().unwrap_or(0.0),
+                        e["threshold_cumulative"].as_f64().unwrap_or(0.0)
+                    )
+                })
+                .collect();
+            out.push_str(&format!("judge:    evidence {}\n", closest.join(", ")));
+        }
+    }
     if let Some(r) = v["rollout"].as_object() {
         out.push_str(&format!(
             "rollout:  step {} of {} ({} %), {:.0} s of bake left{}\n",
@@ -236,8 +277,10 @@ pub fn human_status(v: &Value) -> String {
             ));
             if let Some(c) = r.get("figures").and_then(|f| f.get("canary")) {
                 out.push_str(&format!(
-                    "  canary then: {} requests, {} % errors, p99 {} s\n",
-                    c["requests"], c["error_rate"], c["p99_latency"]
+                    "  canary then: {} requests, {} errors, p99 {}\n",
+                    c["requests"],
+                    pct(&c["error_rate"]),
+                    secs(&c["p99_latency"])
                 ));
             }
             if let Some(by) = r.get("replica").and_then(Value::as_str) {

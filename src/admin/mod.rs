@@ -3,6 +3,7 @@
 //! and is written to the log as an audit line.
 
 pub mod client;
+pub mod command;
 pub mod report;
 
 use std::sync::atomic::{AtomicBool, Ordering};

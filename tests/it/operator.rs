@@ -60,6 +60,7 @@ async fn admin_subcommands_against_a_running_proxy() {
     let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.token = "tok".into();
+    cfg.rollback = "evaluate_every = \"100ms\"".into();
     let proxy = cfg.start().await;
     let url = format!("http://{}", proxy.admin);
     let run = |args: Vec<&str>, env: Vec<(&str, &str)>| {
@@ -75,9 +76,27 @@ async fn admin_subcommands_against_a_running_proxy() {
         })
     };
 
+    for i in 0..40 {
+        get(
+            &client(),
+            &proxy.url("/"),
+            &[("x-user-id", &format!("u{i}"))],
+        )
+        .await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     let (code, out, _) = run(vec!["status", "--admin", &url], vec![]).await.unwrap();
     assert_eq!(code, 0);
     assert!(out.contains("state:    active"), "{out}");
+    // Figures while active, rounded for people.
+    assert!(
+        out.contains("canary:") && out.contains("requests in the window"),
+        "{out}"
+    );
+    assert!(
+        out.contains(" ms") && out.contains(".00 %") && out.contains("evidence error_rate"),
+        "{out}"
+    );
     let (code, out, _) = run(vec!["status", "--json"], vec![("CANARY_ADMIN_URL", &url)])
         .await
         .unwrap();
@@ -90,16 +109,22 @@ async fn admin_subcommands_against_a_running_proxy() {
     let (code, _, err) = run(vec!["rollback", "--admin", &url, "--reason", "x"], vec![])
         .await
         .unwrap();
-    assert_eq!(code, 1, "no token: refused");
+    assert_eq!(code, 4, "no token: refused as unauthorized");
     assert!(
         err.contains("401") && err.contains("CANARY_ADMIN_TOKEN"),
         "{err}"
     );
-    let (code, _, err) = run(vec!["rollback", "--admin", &url, "--token", "bad"], vec![])
-        .await
-        .unwrap();
-    assert_eq!(code, 1);
+    let (code, out, err) = run(
+        vec!["rollback", "--admin", &url, "--token", "bad", "--json"],
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 4);
     assert!(err.contains("401"), "{err}");
+    let refused: serde_json::Value =
+        serde_json::from_str(&out).expect("a refusal is JSON with --json");
+    assert_eq!(refused["status"], 401, "{out}");
 
     let (code, out, err) = run(
         vec!["rollback", "--admin", &url, "--reason", "latency spike"],
@@ -112,14 +137,43 @@ async fn admin_subcommands_against_a_running_proxy() {
         out.contains("rolled_back") && out.contains("latency spike"),
         "{out}"
     );
-    let (code, _, err) = run(vec!["rollback", "--admin", &url, "--token", "tok"], vec![])
+    // A second rollback is done, not a failure: the state asked for holds.
+    let (code, out, err) = run(vec!["rollback", "--admin", &url, "--token", "tok"], vec![])
         .await
         .unwrap();
-    assert_eq!(code, 1);
-    assert!(
-        err.contains("409") && err.contains("already rolled back"),
-        "{err}"
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("already rolled back"), "{out}");
+    // The token from a file (out of `ps`), and the address and token from the proxy's config.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "tok\n").unwrap();
+    let file = dir.path().join("token").display().to_string();
+    let (code, _, err) = run(
+        vec!["resume", "--admin", &url, "--token-file", &file],
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(vec!["resume", "--admin", &url, "--token", "tok"], vec![])
+        .await
+        .unwrap();
+    assert_eq!(code, 3, "not rolled back: a conflict");
+    assert!(err.contains("409"), "{err}");
+    let conf = dir.path().join("canary.toml");
+    let toml = cfg.toml().replace(
+        "listen = \"127.0.0.1:0\"\ntoken",
+        &format!("listen = \"{}\"\ntoken", proxy.admin),
     );
+    std::fs::write(&conf, toml).unwrap();
+    let conf = conf.display().to_string();
+    let (code, out, err) = run(
+        vec!["rollback", "--config", &conf, "--reason", "from the config"],
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rolled_back"), "{out}");
     let (code, out, _) = run(vec!["resume", "--admin", &url, "--token", "tok"], vec![])
         .await
         .unwrap();
@@ -132,8 +186,24 @@ async fn admin_subcommands_against_a_running_proxy() {
     let (code, _, err) = run(vec!["reload", "--admin", &url, "--token", "tok"], vec![])
         .await
         .unwrap();
-    assert_eq!(code, 1, "started without a file: nothing to reload");
+    assert_eq!(code, 2, "started without a file: nothing to reload");
     assert!(err.contains("422"), "{err}");
+    // Into a closed pipe: a quiet end, not a panic.
+    let sh = format!(
+        "{} status --admin {url} | head -c1 >/dev/null; echo ${{PIPESTATUS[0]}}",
+        bin()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &sh])
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        code == "0" || code == "141",
+        "exit {code}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 
     // Nobody listening.
     let closed = {
@@ -143,12 +213,12 @@ async fn admin_subcommands_against_a_running_proxy() {
     let (code, _, err) = run(vec!["status", "--admin", &closed], vec![])
         .await
         .unwrap();
-    assert_eq!(code, 1);
+    assert_eq!(code, 5, "unreachable");
     assert!(err.contains("cannot reach"), "{err}");
     let (code, _, err) = run(vec!["status", "--admin", "ftp://x"], vec![])
         .await
         .unwrap();
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("not an admin URL"), "{err}");
     proxy.stop().await;
 }

@@ -126,7 +126,7 @@ async fn the_fleet_view_warns_on_disagreement_and_forgets_a_stopped_replica() {
         .map(|r| r["replica"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["a", "b"]);
-    let human = canary_proxy::admin::client::human_status(&st);
+    let human = canary_proxy::admin::client::human_status(&st, None);
     assert!(
         human.contains("fleet:    checkout as a, Redis up; 2 replicas")
             && human.contains("WARNING: replicas disagree"),
