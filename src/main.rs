@@ -165,6 +165,7 @@ fn config_failed(e: &ConfigError) -> ExitCode {
 /// The config, its env overrides, and the TLS files it names: all a startup error (exit 2).
 fn load(path: &Path) -> Result<Config, ConfigError> {
     let env = |k: &str| std::env::var(k).ok();
+    canary_proxy::config::check_unknown(std::env::vars().map(|(k, _)| k))?;
     let config = Config::load(path, &env)?;
     let state = &config.state.path;
     canary_proxy::control::latch_file::probe(state).map_err(|e| ConfigError {

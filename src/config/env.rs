@@ -31,10 +31,13 @@ pub const ENV_VARS: [(&str, &str, &str); 8] = [
 /// The Redis password of `[fleet]`: from the environment only, so it stays out of files.
 pub const FLEET_PASSWORD_VAR: &str = "CANARY_FLEET_REDIS_PASSWORD";
 
-/// Which keys came from which variable, so validation can blame the variable.
-#[derive(Debug, Default, Clone)]
+/// Which keys came from which variable, so validation can blame the variable, `check` can say
+/// where a value came from, and a reload can say when the file's own value is masked.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct EnvOverrides {
     pairs: Vec<(&'static str, &'static str)>,
+    /// What the file (or the default) said for each overridden key, as TOML text.
+    file_values: Vec<String>,
 }
 
 impl EnvOverrides {
@@ -42,6 +45,87 @@ impl EnvOverrides {
     pub fn var_for(&self, key: &str) -> Option<&'static str> {
         self.pairs.iter().find(|(_, k)| *k == key).map(|(v, _)| *v)
     }
+
+    /// (variable, key, the file's value) for every override in force.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &'static str, &str)> {
+        self.pairs
+            .iter()
+            .zip(&self.file_values)
+            .map(|((v, k), f)| (*v, *k, f.as_str()))
+    }
+}
+
+impl EnvOverrides {
+    /// The overrides that hide a different value in the file: (variable, key, the file's
+    /// value, the value in force). A reload warns about each, so an edit is never silently lost.
+    pub fn masked<'a>(
+        &'a self,
+        effective: &'a RawConfig,
+    ) -> impl Iterator<Item = (&'static str, &'static str, &'a str, String)> + 'a {
+        self.iter().filter_map(move |(var, key, file)| {
+            let now = value_of(effective, key);
+            (now != file && key != "admin.token").then_some((var, key, file, now))
+        })
+    }
+}
+
+/// Every `CANARY_*` variable this program reads (the admin client's included).
+pub const KNOWN_VARS: [&str; 2] = ["CANARY_ADMIN_URL", FLEET_PASSWORD_VAR];
+
+/// A `CANARY_*` variable that nothing reads is a typo until shown otherwise (like an unknown
+/// key in the file): an error naming it and the closest known one.
+pub fn check_unknown(vars: impl Iterator<Item = String>) -> Result<(), ConfigError> {
+    let known: Vec<&str> = ENV_VARS
+        .iter()
+        .map(|(v, _, _)| *v)
+        .chain(KNOWN_VARS)
+        .collect();
+    for var in vars.filter(|v| v.starts_with("CANARY_")) {
+        if known.contains(&var.as_str()) {
+            continue;
+        }
+        let closest = known
+            .iter()
+            .min_by_key(|k| distance(k, &var))
+            .copied()
+            .unwrap_or("");
+        return Err(ConfigError {
+            file: "environment".into(),
+            key: var.clone(),
+            expected: format!(
+                "a known variable (did you mean {closest}?); canary-proxy reads {}",
+                known.join(", ")
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Edit distance, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + (ca != *cb) as usize).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The value `key` has in `raw`, as TOML text (what the file said before an override).
+fn value_of(raw: &RawConfig, key: &str) -> String {
+    let v = toml::Value::try_from(raw).ok();
+    let mut at = v.as_ref();
+    for part in key.split('.') {
+        at = at.and_then(|t| t.get(part));
+    }
+    at.map(|v| v.to_string())
+        .unwrap_or_else(|| "(unset)".into())
 }
 
 pub fn parse_bool(text: &str) -> Option<bool> {
@@ -69,6 +153,7 @@ pub fn apply_env(
     for (var, key, expected) in ENV_VARS {
         let Some(value) = env(var) else { continue };
         let fail = || bad(var, key, expected, &value);
+        let file_value = value_of(raw, key);
         match var {
             "CANARY_ENABLED" => raw.canary.enabled = parse_bool(&value).ok_or_else(fail)?,
             "CANARY_AUTO_ROLLBACK" => raw.rollback.auto = parse_bool(&value).ok_or_else(fail)?,
@@ -100,6 +185,7 @@ pub fn apply_env(
             _ => unreachable!("every variable of ENV_VARS is handled"),
         }
         overrides.pairs.push((var, key));
+        overrides.file_values.push(file_value);
     }
     if let (Some(fleet), Some(pw)) = (&mut raw.fleet, env(FLEET_PASSWORD_VAR)) {
         fleet.password = Some(pw.trim_end_matches(['\r', '\n']).to_string());

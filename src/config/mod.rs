@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use env::{apply_env, EnvOverrides, ENV_VARS};
+pub use env::{apply_env, check_unknown, EnvOverrides, ENV_VARS, KNOWN_VARS};
 pub use fleet::mask_password;
 pub use identity::IdentitySource;
 pub use raw::*;
@@ -47,6 +47,8 @@ pub struct Config {
     pub rollout: Option<RolloutConfig>,
     /// What the config was built from, with env overrides and defaults applied: `check` prints it.
     pub effective: RawConfig,
+    /// Which keys the environment set, over what the file said.
+    pub env: EnvOverrides,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -293,8 +295,27 @@ impl Config {
         validate::validate(raw, file, base, &overrides)
     }
 
-    /// The effective config as TOML, with secrets shown as `"***"`.
+    /// The effective config as TOML, with secrets shown as `"***"`, after a comment naming each
+    /// value the environment set.
     pub fn render_masked(&self) -> String {
+        let mut from_env = String::new();
+        for (var, key, file) in self.env.iter() {
+            let file = if key == "admin.token" {
+                "\"***\""
+            } else {
+                file
+            };
+            from_env.push_str(&format!("# {key}: from {var} (the file says {file})\n"));
+        }
+        if !from_env.is_empty() {
+            from_env.insert_str(0, "# Set by the environment, over the file:\n");
+            from_env.push('\n');
+        }
+        from_env + &self.render_masked_toml()
+    }
+
+    /// The masked TOML alone.
+    fn render_masked_toml(&self) -> String {
         let mut shown = self.effective.clone();
         if !shown.admin.token.is_empty() || self.admin.token.is_some() {
             shown.admin.token = "***".into();

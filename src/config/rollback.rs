@@ -7,6 +7,10 @@ use std::time::Duration;
 use super::validate::Ctx;
 use super::*;
 
+/// The largest false-rollback budget accepted: beyond it the judge no longer protects a good
+/// release (JUDGE.md measures 0.001).
+const MAX_BUDGET: f64 = 0.1;
+
 pub(super) fn validate(cx: &Ctx, r: &RawRollback) -> Result<RollbackConfig, ConfigError> {
     let window = cx.duration("rollback.window", &r.window)?;
     let evaluate_every = cx.duration("rollback.evaluate_every", &r.evaluate_every)?;
@@ -39,11 +43,12 @@ pub(super) fn validate(cx: &Ctx, r: &RawRollback) -> Result<RollbackConfig, Conf
         ));
     }
     let max_latency = cx.duration("rollback.max_latency", &r.max_latency)?;
-    if !(r.latency_tolerance.is_finite() && r.latency_tolerance > 0.0) {
+    if !(r.latency_tolerance.is_finite() && r.latency_tolerance >= 1.0) {
+        // Below 1 the canary would have to be faster than stable to be within its limit.
         return Err(cx.err(
             "rollback.latency_tolerance",
             format!(
-                "a multiple above 0 such as 1.25, got {}",
+                "a multiple of the stable's latency of at least 1 such as 1.25, got {}",
                 r.latency_tolerance
             ),
         ));
@@ -57,10 +62,10 @@ pub(super) fn validate(cx: &Ctx, r: &RawRollback) -> Result<RollbackConfig, Conf
         other => return Err(cx.err("rollback.latency_stat", format!("p50, p90, p95 or p99, got {other:?}"))),
     };
     let budget = r.false_rollback_budget;
-    if !(budget.is_finite() && budget > 0.0 && budget < 1.0) {
+    if !(budget.is_finite() && budget > 0.0 && budget <= MAX_BUDGET) {
         return Err(cx.err(
             "rollback.false_rollback_budget",
-            format!("a probability above 0 and below 1 such as 0.001, got {budget}"),
+            format!("a probability above 0 and at most {MAX_BUDGET} such as 0.001 (a larger budget rolls good releases back), got {budget}"),
         ));
     }
     let mut error_statuses = ErrorStatuses::none();
@@ -69,21 +74,21 @@ pub(super) fn validate(cx: &Ctx, r: &RawRollback) -> Result<RollbackConfig, Conf
         let expected = |got: String| {
             cx.err(
                 &key,
-                format!("a class such as \"5xx\" or a status code from 100 to 599, got {got}"),
+                format!("a class \"4xx\" or \"5xx\", or a status code from 400 to 599 (a success or a redirect is never an error), got {got}"),
             )
         };
         match s {
-            RawStatus::Code(c) if (100..=599).contains(c) => error_statuses.insert(*c as u16),
+            RawStatus::Code(c) if (400..=599).contains(c) => error_statuses.insert(*c as u16),
             RawStatus::Code(c) => return Err(expected(c.to_string())),
             RawStatus::Text(t) => {
                 let t = t.trim().to_ascii_lowercase();
                 if let Some(class) = t
                     .strip_suffix("xx")
                     .and_then(|d| d.parse::<u16>().ok())
-                    .filter(|d| (1..=5).contains(d))
+                    .filter(|d| (4..=5).contains(d))
                 {
                     (class * 100..class * 100 + 100).for_each(|c| error_statuses.insert(c));
-                } else if let Some(c) = t.parse::<u16>().ok().filter(|c| (100..=599).contains(c)) {
+                } else if let Some(c) = t.parse::<u16>().ok().filter(|c| (400..=599).contains(c)) {
                     error_statuses.insert(c);
                 } else {
                     return Err(expected(format!("{t:?}")));

@@ -96,6 +96,14 @@ impl Ctx<'_> {
 /// The share without `[rollout]` when neither the file nor the environment sets one.
 const DEFAULT_PERCENT: f64 = 5.0;
 
+/// Two listeners that would collide: the same port on the same address, or on a wildcard and
+/// any address (port 0 asks for any free port and never collides).
+fn same_socket(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().to_canonical().is_loopback()
 }
@@ -182,6 +190,12 @@ pub(super) fn validate(
         (None, "") => None,
         (None, t) => Some(t.to_string()),
     };
+    if same_socket(&listen, &admin_listen) {
+        return Err(cx.err(
+            "admin.listen",
+            format!("an address other than proxy.listen ({listen}): the two ports cannot share a socket"),
+        ));
+    }
     if token.is_none() && !is_loopback(&admin_listen) {
         return Err(cx.err(
             "admin.token",
@@ -318,5 +332,6 @@ pub(super) fn validate(
         fleet,
         rollout,
         effective: raw,
+        env: overrides.clone(),
     })
 }

@@ -31,6 +31,9 @@ impl Control {
             .await
             .map_err(|e| refuse(e.to_string()))?
             .map_err(|e| refuse(e.to_string()))?;
+        for (var, key, file, now) in config.env.masked(&config.effective) {
+            tracing::warn!(variable = var, key, file_value = file, value = %now, "{var} overrides {key}: the file's {file} is not in force, {now} is (unset the variable to use the file)");
+        }
         let old = self.router.load();
         for (key, a, b) in [
             ("proxy.listen", old.config.proxy.listen, config.proxy.listen),

@@ -108,6 +108,27 @@ fn bad_values_exit_2_naming_the_file_and_key() {
         ("[limits]\nmax_connections = 0", "limits.max_connections"),
         ("[admin]\nlisten = \"0.0.0.0:9090\"", "admin.token"),
         ("[nonsense]\nx = 1", "nonsense"),
+        ("[proxy]\nlisten = \"127.0.0.1:9090\"", "admin.listen"),
+        (
+            "[proxy]\nlisten = \"0.0.0.0:9090\"\n[admin]\nlisten = \"127.0.0.1:9090\"",
+            "admin.listen",
+        ),
+        (
+            "[rollback]\nlatency_tolerance = 0.5",
+            "rollback.latency_tolerance",
+        ),
+        (
+            "[rollback]\nfalse_rollback_budget = 0.5",
+            "rollback.false_rollback_budget",
+        ),
+        (
+            "[rollback]\nerror_statuses = [200]",
+            "rollback.error_statuses[0]",
+        ),
+        (
+            "[rollback]\nerror_statuses = [\"5xx\", \"2xx\"]",
+            "rollback.error_statuses[1]",
+        ),
         ("[canary\n", "(syntax)"),
     ];
     for (snippet, key) in cases {
@@ -210,6 +231,29 @@ fn malformed_or_out_of_range_env_values_exit_2_naming_the_variable() {
             r.stderr
         );
     }
+}
+
+#[test]
+fn check_says_which_values_the_environment_set_and_a_misspelt_variable_exits_2() {
+    let r = check(
+        &merge("[canary]\ntraffic_percent = 5.0"),
+        &[("CANARY_TRAFFIC_PERCENT", "10")],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("# canary.traffic_percent: from CANARY_TRAFFIC_PERCENT (the file says 5.0)"),
+        "{}",
+        r.stdout
+    );
+    let r = check(BASE, &[("CANARY_TRAFIC_PERCENT", "10")]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("CANARY_TRAFIC_PERCENT")
+            && r.stderr.contains("did you mean CANARY_TRAFFIC_PERCENT"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

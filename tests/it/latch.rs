@@ -272,3 +272,25 @@ async fn a_state_folder_that_cannot_be_written_is_refused_at_start_and_a_later_f
     post_ok(proxy.admin, "/canary/resume").await;
     assert_eq!(status(&proxy).await["persisted"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_says_when_the_environment_masks_the_files_edit() {
+    let (s, k) = upstreams().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("canary.toml");
+    write_config(&config, &s, &k, "v2", 5.0);
+    let proxy = spawn_binary(&config, &[("CANARY_TRAFFIC_PERCENT", "0")]);
+    write_config(&config, &s, &k, "v2", 25.0);
+    post_ok(proxy.admin, "/canary/reload").await;
+    assert_eq!(
+        status(&proxy).await["traffic_percent"],
+        0.0,
+        "the variable wins"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let logs = proxy.logs();
+    assert!(
+        logs.contains("CANARY_TRAFFIC_PERCENT overrides canary.traffic_percent: the file's 25.0 is not in force, 0.0 is"),
+        "{logs}"
+    );
+}
