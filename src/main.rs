@@ -248,10 +248,18 @@ fn raise_fd_limit(max_connections: usize) {
     let Some(open_files) = canary_proxy::sys::raise_open_files(want) else {
         return;
     };
-    if open_files < want {
+    // A WARN only when the clients themselves may not fit; short of two sockets per client
+    // (every client mid-request upstream at once) is worth knowing, not an alarm.
+    let clients = (max_connections as u64) + 1024;
+    if open_files < clients {
         tracing::warn!(
             open_files, needed = want,
-            "the open-file limit is below what limits.max_connections may need; accept errors will back off rather than crash"
+            "the open-file limit is below limits.max_connections; accept errors will back off rather than crash (raise LimitNOFILE / ulimit -n, or lower limits.max_connections)"
+        );
+    } else if open_files < want {
+        tracing::info!(
+            open_files, needed = want,
+            "the open-file limit holds limits.max_connections clients, but not each with an upstream socket at once"
         );
     }
 }
@@ -269,7 +277,10 @@ async fn shutdown_signal() {
 }
 
 fn init_tracing(format: LogFormat, default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // rustls warns once per handshake about a client that sends an IP as SNI (wrk and many
+    // probes do); that is the client's business, not an operator's. RUST_LOG overrides it.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},rustls=error")));
     // Colours only for a person at a terminal: journald, kubectl logs and files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -3,6 +3,7 @@
 //! before any IO, so a rollback cannot be delayed or undone by a slow disk.
 
 pub mod fleet;
+pub mod gauges;
 pub mod latch_file;
 pub mod persist;
 pub mod reload;
@@ -22,7 +23,7 @@ use crate::control::routing::{CanaryState, Router, RoutingTable};
 use crate::fleet::{Claim, Fleet};
 use crate::judge::judgement::Judgement;
 use crate::judge::recorder::Recorder;
-use crate::judge::sequential::{Scope, Trigger};
+use crate::judge::sequential::Trigger;
 use crate::metrics::Metrics;
 use latch_file::RollbackRecord;
 
@@ -64,6 +65,9 @@ pub struct Control {
     rollout: Mutex<Option<rollout::Rollout>>,
     /// The rollout as last written to the state file.
     saved_rollout: Mutex<Option<latch_file::RolloutRecord>>,
+    /// The config file's bytes as the last reload read them (whatever asked for it), so the
+    /// file watcher never reloads again what a SIGHUP just applied.
+    read_config: Mutex<Option<Vec<u8>>>,
 }
 
 /// What a `Control` starts from besides the routing parts.
@@ -78,6 +82,12 @@ pub struct Start {
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Who asked, for a log line: the admin caller's address, or `internal` (the judge, the file
+/// watcher, a signal).
+pub(crate) fn who(caller: Option<SocketAddr>) -> String {
+    caller.map_or_else(|| "internal".into(), |c| c.to_string())
 }
 
 /// A rollout at its first step from now, when the table's config has one.
@@ -110,13 +120,20 @@ impl Control {
             metrics,
             judgement: Mutex::new(judgement),
             last_rollback: Mutex::new(start.last_rollback),
-            config_path: start.config_path,
+            config_path: start.config_path.clone(),
             transitions: tokio::sync::Mutex::new(()),
             fleet: start.fleet,
             generation: AtomicU64::new(start.generation),
             persisted: std::sync::atomic::AtomicBool::new(true),
             rollout: Mutex::new(start.rollout),
             saved_rollout: Mutex::new(None),
+            // As the file stands at start: the watcher's first reference.
+            read_config: Mutex::new(
+                start
+                    .config_path
+                    .as_ref()
+                    .and_then(|p| std::fs::read(p).ok()),
+            ),
         };
         c.publish(&table);
         c
@@ -149,28 +166,6 @@ impl Control {
 
     pub fn fleet(&self) -> Option<&Arc<Fleet>> {
         self.fleet.as_ref()
-    }
-
-    /// Gauges that follow the routing table and the judgement.
-    pub(crate) fn publish(&self, table: &RoutingTable) {
-        self.metrics.active.set((table.threshold_ppm > 0) as i64);
-        self.metrics.traffic_percent.set(table.percent);
-        self.publish_rollout(table);
-        let j = self.judgement();
-        let (v, th) = (j.verdict(), j.thresholds());
-        for t in Trigger::ALL {
-            for s in Scope::ALL {
-                let l = [t.as_str(), s.as_str()];
-                self.metrics
-                    .judge_evidence
-                    .with_label_values(&l)
-                    .set(v.evidence[t as usize][s as usize]);
-                self.metrics
-                    .judge_threshold
-                    .with_label_values(&l)
-                    .set(th[t as usize][s as usize]);
-            }
-        }
     }
 
     /// One `evaluate_every` slice: take both cohorts' counts, judge, and roll back on a trigger.
@@ -303,7 +298,7 @@ impl Control {
             swap_us = swap.as_micros() as u64,
             "canary rolled back by trigger {trigger}: every new request now goes to stable"
         );
-        tracing::warn!(%reason, canary_version = %cfg.canary.version, caller = ?caller, before, after = "rolled_back", "rolled back");
+        tracing::warn!(%reason, canary_version = %cfg.canary.version, caller = %crate::control::who(caller), before, after = "rolled_back", "rolled back");
         *lock(&self.last_rollback) = Some(record.clone());
         self.persist(&cfg.state.path, &cfg.canary.version, true)
             .await;
@@ -343,7 +338,7 @@ impl Control {
         *self.rollout() = rollout_from_start(&table);
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let after = self.state_name(&table);
-        tracing::warn!(caller = ?caller, canary_version = %table.config.canary.version, before = "rolled_back", after, "resumed: the canary is re-armed with an empty window");
+        tracing::warn!(caller = %crate::control::who(caller), canary_version = %table.config.canary.version, before = "rolled_back", after, "resumed: the canary is re-armed with an empty window");
         self.persist(
             &table.config.state.path,
             &table.config.canary.version,
@@ -372,7 +367,7 @@ impl Control {
         let table = self.router.load();
         self.restart_judgement(&table);
         let state = self.state_name(&table);
-        tracing::info!(caller = ?caller, state, "window reset: a new judgement starts");
+        tracing::info!(caller = %crate::control::who(caller), state, "window reset: a new judgement starts");
         Transition {
             before: state,
             after: state,

@@ -24,13 +24,26 @@ impl Control {
         })?;
         let env = |k: &str| std::env::var(k).ok();
         let refuse = |msg: String| {
-            tracing::error!(caller = ?caller, error = %msg, "reload refused; the old config keeps serving");
+            tracing::error!(caller = %crate::control::who(caller), error = %msg, "reload refused; the old config keeps serving");
             ControlError::Invalid(msg)
         };
-        let config = tokio::task::spawn_blocking(move || Config::load(&path, &env))
-            .await
-            .map_err(|e| refuse(e.to_string()))?
-            .map_err(|e| refuse(e.to_string()))?;
+        // Read once: the bytes checked are the bytes the watcher compares with afterwards.
+        let read = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path);
+            let config = match &bytes {
+                Ok(b) => {
+                    let base = path.parent().unwrap_or(std::path::Path::new("."));
+                    let file = path.display().to_string();
+                    Config::from_toml_str(&String::from_utf8_lossy(b), &file, base, &env)
+                }
+                Err(_) => Config::load(&path, &env),
+            };
+            (bytes.ok(), config)
+        })
+        .await
+        .map_err(|e| refuse(e.to_string()))?;
+        *crate::control::lock(&self.read_config) = read.0;
+        let config = read.1.map_err(|e| refuse(e.to_string()))?;
         for (var, key, file, now) in config.env.masked(&config.effective) {
             tracing::warn!(variable = var, key, file_value = file, value = %now, "{var} overrides {key}: the file's {file} is not in force, {now} is (unset the variable to use the file)");
         }
@@ -100,8 +113,8 @@ impl Control {
             }
         }
         tracing::info!(
-            caller = ?caller, before, after = self.state_name(&table),
-            old_percent = old.percent, percent = table.percent, canary_version = %table.config.canary.version,
+            caller = %crate::control::who(caller), before, after = self.state_name(&table),
+            old_percent = old.percent, percent = table.percent, old_canary_version = %old.config.canary.version, canary_version = %table.config.canary.version,
             new_version, "config reloaded"
         );
         Ok(Transition {

@@ -199,34 +199,4 @@ impl Control {
             canary_requests: view.step_nc,
         })
     }
-
-    /// The rollout's gauges: step, state (every state named, 1 for the current), and the gate.
-    pub(crate) fn publish_rollout(&self, table: &RoutingTable) {
-        if table.config.rollout.is_none() {
-            return;
-        }
-        let m = &self.metrics;
-        let state = self.state_name(table);
-        for s in ["rolled_back", "disabled"]
-            .into_iter()
-            .chain(Phase::ALL.map(Phase::as_str))
-        {
-            m.rollout_state
-                .with_label_values(&[s])
-                .set((s == state) as i64 as f64);
-        }
-        let guard = self.rollout();
-        let Some(ro) = guard.as_ref() else { return };
-        m.rollout_step
-            .with_label_values::<&str>(&[])
-            .set(ro.step as f64);
-        let view = ro.gate.view();
-        for t in Test::ALL {
-            let v = view.tests[t as usize];
-            m.promote_evidence
-                .with_label_values(&[t.as_str()])
-                .set(v.evidence);
-            m.promote_bar.with_label_values(&[t.as_str()]).set(v.bar);
-        }
-    }
 }

@@ -73,7 +73,9 @@ impl Control {
         };
         let mut stop = std::pin::pin!(stop);
         let read = |p: &std::path::Path| std::fs::read(p).ok();
-        let mut applied = read(&path);
+        // What the last reload read, by any path (SIGHUP, the admin call, this watcher), or the
+        // file as it was at start.
+        let applied = |me: &Self| crate::control::lock(&me.read_config).clone();
         let mut pending: Option<Vec<u8>> = None;
         loop {
             tokio::select! {
@@ -81,7 +83,7 @@ impl Control {
                 _ = tokio::time::sleep(WATCH_EVERY) => {}
             }
             let now = read(&path);
-            if now == applied {
+            if now == applied(&self) {
                 pending = None;
                 continue;
             }
@@ -89,7 +91,6 @@ impl Control {
                 tracing::info!(file = %path.display(), "the config file changed on disk: reloading");
                 // A refused reload is logged by `reload`; the old config keeps serving.
                 let _ = self.reload(None).await;
-                applied = now;
                 pending = None;
             } else {
                 pending = now;

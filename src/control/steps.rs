@@ -113,7 +113,7 @@ impl Control {
                 ro.paused = None;
                 ro.held = false;
             }
-            tracing::info!(caller = ?caller, forced, why, step = from, "rollout complete");
+            tracing::info!(caller = %crate::control::who(caller), forced, why, step = from, "rollout complete");
         } else {
             let percent = r.steps[to];
             if !self.enter_step(to, SystemTime::now()) {
@@ -122,7 +122,7 @@ impl Control {
                 ));
             }
             tracing::info!(
-                caller = ?caller, forced, why, from_step = from, to_step = to,
+                caller = %crate::control::who(caller), forced, why, from_step = from, to_step = to,
                 from_percent = table.percent, to_percent = percent,
                 "rollout step advanced: {}% -> {}% of identities now go to the canary",
                 table.percent, percent
@@ -225,7 +225,7 @@ impl Control {
                 ro.bake_from = SystemTime::now();
             }
         }
-        tracing::info!(caller = ?caller, "rollout continues at its step");
+        tracing::info!(caller = %crate::control::who(caller), "rollout continues at its step");
         let now = crate::control::persist::ms(SystemTime::now());
         self.sync_step_locked(PauseOp::Clear(now)).await;
         self.settle(before).await

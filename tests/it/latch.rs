@@ -294,3 +294,30 @@ async fn a_reload_says_when_the_environment_masks_the_files_edit() {
         "{logs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_for_machines_no_colours_no_debug_text_no_warning_at_a_default_start() {
+    let (s, k) = upstreams().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("canary.toml");
+    write_config(&config, &s, &k, "v2", 50.0);
+    let proxy = spawn_binary(&config, &[]);
+    post_ok(proxy.admin, "/canary/rollback").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let logs = proxy.logs();
+    assert!(
+        !logs.contains('\u{1b}'),
+        "ANSI colours into a pipe:\n{logs}"
+    );
+    assert!(
+        !logs.contains("Some("),
+        "Rust debug text in a field:\n{logs}"
+    );
+    assert!(logs.contains("caller=127.0.0.1:"), "{logs}");
+    let start: Vec<&str> = logs
+        .lines()
+        .take_while(|l| !l.contains("canary-proxy serving"))
+        .filter(|l| l.contains(" WARN "))
+        .collect();
+    assert!(start.is_empty(), "a default start warns: {start:?}");
+}
