@@ -44,6 +44,17 @@ pub const ENDPOINTS: [(&str, &str); 13] = [
     ("/", "GET"),
 ];
 
+/// Reads that stay open under `admin.protect_reads`: the probes, and the dashboard's page
+/// (it holds no data; its calls carry the token).
+const OPEN_READS: [&str; 3] = ["/healthz", "/readyz", "/"];
+
+fn unauthorized() -> Response<ProxyBody> {
+    let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
 pub struct Admin {
     pub control: Arc<Control>,
     /// Set once the config is loaded and both listeners are bound.
@@ -63,6 +74,11 @@ impl Handler for Admin {
         let Some(&(_, allowed)) = ENDPOINTS.iter().find(|(p, _)| *p == path) else {
             return error(StatusCode::NOT_FOUND, &format!("no endpoint {path}"));
         };
+        let reading = allowed == "GET" && matches!(*req.method(), Method::GET | Method::HEAD);
+        if reading && !OPEN_READS.contains(&path.as_str()) && !self.may_read(&req) {
+            tracing::warn!(action = %path, caller = %conn.peer, "admin read refused: admin.protect_reads needs the token");
+            return unauthorized();
+        }
         if req.method() == Method::HEAD && allowed == "GET" {
             let mut resp = self.read(&path);
             *resp.body_mut() = ProxyBody::empty();
@@ -76,10 +92,7 @@ impl Handler for Admin {
         }
         if !self.authorised(&req) {
             tracing::warn!(action = %path, caller = %conn.peer, "admin call refused: missing or wrong token");
-            let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return resp;
+            return unauthorized();
         }
         let body = match read_object(req).await {
             Ok(b) => b,
@@ -181,6 +194,11 @@ impl Admin {
                 error(status, &e.to_string())
             }
         }
+    }
+
+    /// Reads are open unless `admin.protect_reads` asks for the token.
+    fn may_read(&self, req: &Request<ClientBody>) -> bool {
+        !self.control.table().config.admin.protect_reads || self.authorised(req)
     }
 
     fn authorised(&self, req: &Request<ClientBody>) -> bool {

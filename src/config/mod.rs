@@ -80,6 +80,8 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// `None` when no token is set: mutating calls are then open (loopback only).
     pub token: Option<String>,
+    /// Reads need the token too (`/healthz`, `/readyz` and the dashboard's page stay open).
+    pub protect_reads: bool,
 }
 
 /// An upstream endpoint: `http(s)://host:port`, no path.

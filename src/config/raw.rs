@@ -65,6 +65,8 @@ pub struct RawAdmin {
     pub token: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<String>,
+    /// Reads (`GET`) need the token too, but for the probes and the dashboard's page.
+    pub protect_reads: bool,
 }
 
 impl Default for RawAdmin {
@@ -73,6 +75,7 @@ impl Default for RawAdmin {
             listen: "127.0.0.1:9090".into(),
             token: String::new(),
             token_file: None,
+            protect_reads: false,
         }
     }
 }

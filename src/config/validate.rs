@@ -190,6 +190,12 @@ pub(super) fn validate(
         (None, "") => None,
         (None, t) => Some(t.to_string()),
     };
+    if raw.admin.protect_reads && token.is_none() {
+        return Err(cx.err(
+            "admin.protect_reads",
+            "a token (admin.token, token_file or CANARY_ADMIN_TOKEN) to protect reads with",
+        ));
+    }
     if same_socket(&listen, &admin_listen) {
         return Err(cx.err(
             "admin.listen",
@@ -311,6 +317,7 @@ pub(super) fn validate(
         admin: AdminConfig {
             listen: admin_listen,
             token,
+            protect_reads: raw.admin.protect_reads,
         },
         stable: PoolConfig {
             version: raw.stable.version.trim().to_string(),

@@ -60,6 +60,46 @@ async fn mutating_calls_need_the_token_and_reads_do_not() {
 }
 
 #[tokio::test]
+async fn protect_reads_asks_the_token_of_every_read_but_the_probes_and_the_page() {
+    let (s, k) = upstreams().await;
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.token = "s3cret".into();
+    let toml = cfg.toml().replace(
+        "token = \"s3cret\"",
+        "token = \"s3cret\"\nprotect_reads = true",
+    );
+    let proxy = start_proxy(&toml).await;
+    for path in ["/canary/status", "/canary/metrics", "/metrics"] {
+        let url = proxy.admin_url(path);
+        assert_eq!(get(&client(), &url, &[]).await.status, 401, "{path}");
+        let with = [("authorization", "Bearer s3cret")];
+        assert_eq!(get(&client(), &url, &with).await.status, 200, "{path}");
+    }
+    for path in ["/healthz", "/readyz", "/"] {
+        assert_eq!(
+            get(&client(), &proxy.admin_url(path), &[]).await.status,
+            200,
+            "{path}"
+        );
+    }
+    proxy.stop().await;
+    // Protecting reads with no token to protect them with is refused.
+    let mut open = Cfg::new(&s, &k);
+    open.extra = String::new();
+    let toml = open
+        .toml()
+        .replace("token = \"\"", "token = \"\"\nprotect_reads = true");
+    let e = canary_proxy::config::Config::from_toml_str(
+        &toml,
+        "c.toml",
+        std::path::Path::new("."),
+        &|_| None,
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "admin.protect_reads");
+}
+
+#[tokio::test]
 async fn wrong_methods_bad_json_and_conflicts() {
     let (proxy, _s, k) = token_proxy().await;
     let c = client();
