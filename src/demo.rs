@@ -98,23 +98,28 @@ path = "{state}"
     )
 }
 
-/// Sends requests from `workers` loops until `stop`, each with one of 5,000 user ids.
-fn traffic(
-    proxy: SocketAddr,
-    workers: usize,
-    pause: Duration,
-    stop: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+/// Sends `rate` requests a second until `stop`, each with one of 5,000 user ids, without
+/// waiting for answers (open loop, at most 512 in flight): a slow canary cannot throttle the
+/// stable's traffic the way a closed loop of workers would.
+fn traffic(proxy: SocketAddr, rate: u32, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
-    (0..workers)
-        .map(|w| {
-            let (client, stop) = (client.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut i = w as u64;
-                while !stop.load(Relaxed) {
-                    let user = (i * 7919) % 5000;
-                    i += workers as u64;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(512));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let per_tick = (rate / 100).max(1) as u64;
+        let mut i = 0u64;
+        while !stop.load(Relaxed) {
+            tick.tick().await;
+            for _ in 0..per_tick {
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    break;
+                };
+                let user = (i * 7919) % 5000;
+                i += 1;
+                let client = client.clone();
+                tokio::spawn(async move {
                     let req = Request::get(format!("http://{proxy}/checkout"))
                         .header("x-user-id", format!("user-{user}"))
                         .body(Empty::new());
@@ -123,19 +128,48 @@ fn traffic(
                             let _ = resp.into_body().collect().await;
                         }
                     }
-                    if !pause.is_zero() {
-                        tokio::time::sleep(pause).await;
-                    }
-                }
-            })
-        })
-        .collect()
+                    drop(permit);
+                });
+            }
+        }
+    })
 }
 
-fn line(elapsed: Duration, m: &Value, last: &Value, dt: f64) -> String {
-    let rate = |k: &str| {
-        (m[k].as_u64().unwrap_or(0) as f64 - last[k].as_u64().unwrap_or(0) as f64).max(0.0) / dt
-    };
+/// Requests and errors answered so far per cohort (stable, canary), from the proxy's counters.
+#[derive(Clone, Copy, Default)]
+struct Totals([(f64, f64); 2]);
+
+impl Totals {
+    fn read(prometheus: &str) -> Self {
+        let sum = |name: &str, cohort: &str| -> f64 {
+            prometheus
+                .lines()
+                .filter(|l| l.starts_with(&format!("{name}{{cohort=\"{cohort}\"")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        Totals(["stable", "canary"].map(|c| {
+            (
+                sum("canary_requests_total", c),
+                sum("canary_errors_total", c),
+            )
+        }))
+    }
+
+    /// (requests, error %) of `cohort` (0 stable, 1 canary) since `before`.
+    fn since(&self, before: &Totals, cohort: usize) -> (f64, f64) {
+        let (n, e) = (
+            self.0[cohort].0 - before.0[cohort].0,
+            self.0[cohort].1 - before.0[cohort].1,
+        );
+        (n, if n > 0.0 { 100.0 * e / n } else { 0.0 })
+    }
+}
+
+/// One second of traffic as it was (rates and error shares of that second, from the counters),
+/// with the window's p99 and the trigger closest to firing.
+fn line(elapsed: Duration, m: &Value, now: &Totals, last: &Totals, dt: f64) -> String {
+    let (stable, canary) = (now.since(last, 0), now.since(last, 1));
     // The trigger closest to firing, by its larger scope.
     let closest = ["error_rate", "relative_error", "latency"]
         .iter()
@@ -158,12 +192,12 @@ fn line(elapsed: Duration, m: &Value, last: &Value, dt: f64) -> String {
         "{:>5.1}s  {:<11}  split {:>4.1} % | stable {:>6.0} req/s {:>5.2} % err p99 {:>5.0} ms | canary {:>5.0} req/s {:>5.2} % err p99 {:>5.0} ms | closest: {} {:.1} of {:.2}",
         elapsed.as_secs_f64(),
         m["state"].as_str().unwrap_or("?"),
-        100.0 * rate("canary_requests") / (rate("canary_requests") + rate("stable_requests")).max(1e-9),
-        rate("stable_requests"),
-        m["stable_error_rate"].as_f64().unwrap_or(0.0),
+        100.0 * canary.0 / (canary.0 + stable.0).max(1e-9),
+        stable.0 / dt,
+        stable.1,
         m["stable_p99_latency"].as_f64().unwrap_or(0.0) * 1000.0,
-        rate("canary_requests"),
-        m["canary_error_rate"].as_f64().unwrap_or(0.0),
+        canary.0 / dt,
+        canary.1,
         m["canary_p99_latency"].as_f64().unwrap_or(0.0) * 1000.0,
         closest.1,
         closest.2,
@@ -222,9 +256,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let workers = traffic(proxy, 16, Duration::ZERO, stop.clone());
+    let workers = traffic(proxy, 2000, stop.clone());
     let started = Instant::now();
-    let (mut last, mut last_at) = (report::metrics(&control), Instant::now());
+    let totals = || Totals::read(&control.metrics().encode());
+    let (mut last, mut last_at) = (totals(), Instant::now());
+    let mut at_degrade = Totals::default();
     let mut rolled_back_at = None;
     let mut complete_at = None;
     let mut seen = (String::new(), 0u64);
@@ -257,6 +293,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         if !opts.good && !bad.load(Relaxed) && (second_step || started.elapsed() >= turn_bad) {
             bad.store(true, Relaxed);
             turn_bad = started.elapsed();
+            at_degrade = totals();
             println!(
                 "{:>5.1}s  the canary degrades now",
                 started.elapsed().as_secs_f64()
@@ -267,41 +304,28 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             rolled_back_at = Some(at);
             let lr = &status["last_rollback"];
             let c = &lr["figures"]["canary"];
+            let (n, pct) = totals().since(&at_degrade, 1);
             println!(
-                "{:>5.1}s  ROLLED BACK by the {} trigger, {:.1}s after the canary degraded: canary {} requests, {:.1} % errors, p99 {:.0} ms. Every new request now goes to stable.",
+                "{:>5.1}s  ROLLED BACK by the {} trigger, {:.1}s after the canary degraded: since then {:.0} canary requests, {:.1} % errors, p99 {:.0} ms (the whole window: {} requests, {:.2} % errors). Every new request now goes to stable.",
                 at.as_secs_f64(), lr["trigger"].as_str().unwrap_or("?"), (at.saturating_sub(turn_bad)).as_secs_f64(),
-                c["requests"], c["error_rate"].as_f64().unwrap_or(0.0), c["p99_latency"].as_f64().unwrap_or(0.0) * 1000.0
+                n, pct, c["p99_latency"].as_f64().unwrap_or(0.0) * 1000.0,
+                c["requests"], c["error_rate"].as_f64().unwrap_or(0.0),
             );
         }
         if last_at.elapsed() >= Duration::from_millis(990) {
-            let m = report::metrics(&control);
-            println!(
-                "{}",
-                line(
-                    started.elapsed(),
-                    &m,
-                    &last,
-                    last_at.elapsed().as_secs_f64()
-                )
-            );
-            (last, last_at) = (m, Instant::now());
+            let (m, now) = (report::metrics(&control), totals());
+            let dt = last_at.elapsed().as_secs_f64();
+            println!("{}", line(started.elapsed(), &m, &now, &last, dt));
+            (last, last_at) = (now, Instant::now());
         }
     }
     stop.store(true, Relaxed);
-    for w in workers {
-        let _ = w.await;
-    }
-    let m = control.metrics().encode();
-    let total = |cohort: &str| -> f64 {
-        m.lines()
-            .filter(|l| l.starts_with(&format!("canary_requests_total{{cohort=\"{cohort}\"")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let _ = workers.await;
+    let all = totals();
     println!(
         "\nsummary: {:.0} requests to stable, {:.0} to the canary in {:.0}s",
-        total("stable"),
-        total("canary"),
+        all.0[0].0,
+        all.0[1].0,
         started.elapsed().as_secs_f64()
     );
     let shown = if opts.good {
@@ -324,7 +348,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
         println!("  proxy      http://{proxy}/");
         println!("  try: canary-proxy status --admin http://{admin}");
         let gentle = Arc::new(AtomicBool::new(false));
-        let _trickle = traffic(proxy, 2, Duration::from_millis(50), gentle.clone());
+        let _trickle = traffic(proxy, 40, gentle.clone());
         let _ = tokio::signal::ctrl_c().await;
         gentle.store(true, Relaxed);
     }
