@@ -28,6 +28,35 @@ fn the_demo_runs_to_completion_and_shows_a_rollback() {
         "the ramp is shown: {stdout}"
     );
     assert!(stdout.contains("summary:"), "{stdout}");
+    // It says 20 % errors and +250 ms, and shows about that since the canary degraded.
+    let line = stdout.lines().find(|l| l.contains("ROLLED BACK")).unwrap();
+    let after = line
+        .split("since then ")
+        .nth(1)
+        .expect("figures since the degradation");
+    let pct: f64 = after
+        .split(" canary requests, ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (8.0..=35.0).contains(&pct),
+        "{pct} % errors after turning bad: {line}"
+    );
+    let p99: f64 = after
+        .split("p99 ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(p99 >= 250.0, "p99 {p99} ms: {line}");
 }
 
 #[test]
