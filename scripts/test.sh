@@ -11,7 +11,7 @@ for pair in "promtool:prometheus" "chromium:chromium" "chromedriver:chromium-dri
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
-if [ ${#need_apt[@]} -gt 0 ] && [ "${CANARY_TEST_NO_INSTALL:-}" != 1 ]; then
+if [ ${#need_apt[@]} -gt 0 ] && [ "${NO_TEST_INSTALL:-}" != 1 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing: ${need_apt[*]}" >&2
     apt-get update -qq >/dev/null 2>&1 || true

@@ -165,7 +165,13 @@ fn config_failed(e: &ConfigError) -> ExitCode {
 /// The config, its env overrides, and the TLS files it names: all a startup error (exit 2).
 fn load(path: &Path) -> Result<Config, ConfigError> {
     let env = |k: &str| std::env::var(k).ok();
-    canary_proxy::config::check_unknown(std::env::vars().map(|(k, _)| k))?;
+    for (var, closest) in canary_proxy::config::unknown_vars(std::env::vars().map(|(k, _)| k)) {
+        // On stderr for `check`, in the log for `run`: a typo is never silent.
+        eprintln!(
+            "warning: environment: {var} is not read by canary-proxy (did you mean {closest}?)"
+        );
+        tracing::warn!(variable = %var, did_you_mean = closest, "an unknown CANARY_* variable is ignored");
+    }
     let config = Config::load(path, &env)?;
     let state = &config.state.path;
     canary_proxy::control::latch_file::probe(state).map_err(|e| ConfigError {

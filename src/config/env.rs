@@ -72,33 +72,37 @@ impl EnvOverrides {
 /// Every `CANARY_*` variable this program reads (the admin client's included).
 pub const KNOWN_VARS: [&str; 2] = ["CANARY_ADMIN_URL", FLEET_PASSWORD_VAR];
 
-/// A `CANARY_*` variable that nothing reads is a typo until shown otherwise (like an unknown
-/// key in the file): an error naming it and the closest known one.
-pub fn check_unknown(vars: impl Iterator<Item = String>) -> Result<(), ConfigError> {
-    let known: Vec<&str> = ENV_VARS
+/// The `CANARY_*` variables that nothing reads, each with the closest known one: likely typos,
+/// said out loud (a warning, not an error: Kubernetes injects `CANARY_SERVICE_HOST` and the like
+/// for a Service named `canary`, which are skipped, and other tools may share the prefix).
+pub fn unknown_vars(vars: impl Iterator<Item = String>) -> Vec<(String, &'static str)> {
+    let known: Vec<&'static str> = ENV_VARS
         .iter()
         .map(|(v, _, _)| *v)
         .chain(KNOWN_VARS)
         .collect();
-    for var in vars.filter(|v| v.starts_with("CANARY_")) {
-        if known.contains(&var.as_str()) {
-            continue;
-        }
-        let closest = known
-            .iter()
-            .min_by_key(|k| distance(k, &var))
-            .copied()
-            .unwrap_or("");
-        return Err(ConfigError {
-            file: "environment".into(),
-            key: var.clone(),
-            expected: format!(
-                "a known variable (did you mean {closest}?); canary-proxy reads {}",
-                known.join(", ")
-            ),
-        });
-    }
-    Ok(())
+    vars.filter(|v| v.starts_with("CANARY_") && !known.contains(&v.as_str()))
+        .filter(|v| !is_service_link(v))
+        .map(|v| {
+            let closest = known
+                .iter()
+                .min_by_key(|k| distance(k, &v))
+                .copied()
+                .unwrap_or("");
+            (v, closest)
+        })
+        .collect()
+}
+
+/// Kubernetes' service-link variables: `NAME_SERVICE_HOST`, `NAME_SERVICE_PORT[_*]`,
+/// `NAME_PORT`, `NAME_PORT_<port>_<proto>[_*]`.
+fn is_service_link(v: &str) -> bool {
+    v.contains("_SERVICE_HOST")
+        || v.contains("_SERVICE_PORT")
+        || v.ends_with("_PORT")
+        || v.split("_PORT_")
+            .nth(1)
+            .is_some_and(|rest| rest.chars().next().is_some_and(|c| c.is_ascii_digit()))
 }
 
 /// Edit distance, for "did you mean".

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use env::{apply_env, check_unknown, EnvOverrides, ENV_VARS, KNOWN_VARS};
+pub use env::{apply_env, unknown_vars, EnvOverrides, ENV_VARS, KNOWN_VARS};
 pub use fleet::mask_password;
 pub use identity::IdentitySource;
 pub use raw::*;

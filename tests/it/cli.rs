@@ -234,7 +234,7 @@ fn malformed_or_out_of_range_env_values_exit_2_naming_the_variable() {
 }
 
 #[test]
-fn check_says_which_values_the_environment_set_and_a_misspelt_variable_exits_2() {
+fn check_says_which_values_the_environment_set_and_warns_of_a_misspelt_variable() {
     let r = check(
         &merge("[canary]\ntraffic_percent = 5.0"),
         &[("CANARY_TRAFFIC_PERCENT", "10")],
@@ -246,12 +246,23 @@ fn check_says_which_values_the_environment_set_and_a_misspelt_variable_exits_2()
         "{}",
         r.stdout
     );
-    let r = check(BASE, &[("CANARY_TRAFIC_PERCENT", "10")]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = check(
+        BASE,
+        &[
+            ("CANARY_TRAFIC_PERCENT", "10"),
+            ("CANARY_SERVICE_HOST", "10.0.0.1"),
+        ],
+    );
+    assert_eq!(r.code, 0, "a warning, not an error: {}", r.stderr);
     assert!(
-        r.stderr.contains("CANARY_TRAFIC_PERCENT")
+        r.stderr.contains("CANARY_TRAFIC_PERCENT is not read")
             && r.stderr.contains("did you mean CANARY_TRAFFIC_PERCENT"),
         "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("CANARY_SERVICE_HOST"),
+        "Kubernetes' service links are not typos: {}",
         r.stderr
     );
 }
