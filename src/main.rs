@@ -285,9 +285,13 @@ async fn shutdown_signal() {
 
 fn init_tracing(format: LogFormat, default: &str) {
     // rustls warns once per handshake about a client that sends an IP as SNI (wrk and many
-    // probes do); that is the client's business, not an operator's. RUST_LOG overrides it.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default},rustls=error")));
+    // probes do); that is the client's business, not an operator's. A RUST_LOG that names
+    // rustls decides for itself.
+    let mut spec = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string());
+    if !spec.contains("rustls") {
+        spec.push_str(",rustls=error");
+    }
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new(default));
     // Colours only for a person at a terminal: journald, kubectl logs and files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

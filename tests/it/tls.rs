@@ -191,3 +191,45 @@ async fn an_https_upstream_is_trusted_through_the_configured_ca() {
     assert_eq!(get(&client(), &proxy.url("/"), &[]).await.status, 502);
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sending_an_ip_as_sni_costs_no_warning_line() {
+    // wrk and many probes put the IP in SNI, which RFC 6066 forbids; rustls logs a WARN per
+    // handshake for it, which is the client's business, not an operator's.
+    let (s, k) = upstreams().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_pki(dir.path());
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.percent = 0.0;
+    let toml = cfg.toml().replace(
+        "[admin]",
+        "[proxy.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n\n[admin]",
+    );
+    let config = dir.path().join("canary.toml");
+    std::fs::write(&config, toml).unwrap();
+    let proxy = spawn_binary(&config, &[]);
+    let connect = format!("127.0.0.1:{}", proxy.addr.port());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &connect, "-servername", "127.0.0.1"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl (Debian package openssl) is needed")
+    })
+    .await
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("BEGIN CERTIFICATE")
+            || String::from_utf8_lossy(&out.stdout).contains("Server certificate"),
+        "the handshake happened: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let logs = proxy.logs();
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains(" WARN ") && l.contains("rustls")),
+        "{logs}"
+    );
+}
