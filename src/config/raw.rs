@@ -150,6 +150,8 @@ pub struct RawRollback {
     pub false_rollback_budget: f64,
     pub error_statuses: Vec<RawStatus>,
     pub evaluate_every: String,
+    pub latency_slack: String,
+    pub ignore_paths: Vec<String>,
 }
 
 impl Default for RawRollback {
@@ -166,6 +168,8 @@ impl Default for RawRollback {
             false_rollback_budget: 0.001,
             error_statuses: vec![RawStatus::Text("5xx".into())],
             evaluate_every: "1s".into(),
+            latency_slack: "5ms".into(),
+            ignore_paths: Vec::new(),
         }
     }
 }

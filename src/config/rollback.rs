@@ -97,6 +97,21 @@ pub(super) fn validate(cx: &Ctx, r: &RawRollback) -> Result<RollbackConfig, Conf
         }
     }
 
+    // Zero is allowed here (the bound is then the tolerance alone), unlike other durations.
+    let latency_slack = match r.latency_slack.trim() {
+        "0" | "0s" | "0ms" => Duration::ZERO,
+        text => cx.duration("rollback.latency_slack", text)?,
+    };
+    for (i, p) in r.ignore_paths.iter().enumerate() {
+        let body = p.strip_suffix('*').unwrap_or(p);
+        if !body.starts_with('/') || body.contains('*') || body.contains('?') {
+            return Err(cx.err(
+                &format!("rollback.ignore_paths[{i}]"),
+                format!("a path such as \"/healthz\", or a prefix ending in * such as \"/internal/*\", got {p:?}"),
+            ));
+        }
+    }
+
     Ok(RollbackConfig {
         auto: r.auto,
         window,
@@ -109,5 +124,7 @@ pub(super) fn validate(cx: &Ctx, r: &RawRollback) -> Result<RollbackConfig, Conf
         false_rollback_budget: budget,
         error_statuses,
         evaluate_every,
+        latency_slack,
+        ignore_paths: IgnorePaths::new(&r.ignore_paths),
     })
 }

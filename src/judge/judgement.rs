@@ -66,15 +66,20 @@ impl Judgement {
     }
 
     /// T_i: `max_latency`, or once the stable window holds 1,000 requests the smaller of it and
-    /// `latency_tolerance` × the stable's `latency_stat` (its bucket's upper edge); rounded up
-    /// to a histogram boundary. Returns (first slow bucket, T in µs).
+    /// max(`latency_tolerance` × the stable's `latency_stat`, the stable's + `latency_slack`)
+    /// (its bucket's upper edge); rounded up to a histogram boundary. Returns (first slow bucket, T in µs).
     fn next_threshold(&self, r: &RollbackConfig) -> (usize, u64) {
         let mut t = r.max_latency;
         let stable = self.window.totals(Cohort::Stable);
         if stable.requests >= STABLE_LATENCY_MIN {
             if let Some(b) = quantile_bucket(&stable.buckets, r.latency_stat.quantile()) {
+                // A multiple alone is absurd for a fast service (1.25 x 2 ms); the slack keeps
+                // the bound at least that far above the stable.
                 let edge = Duration::from_micros(upper_edge_micros(b));
-                t = t.min(edge.mul_f64(r.latency_tolerance));
+                t = t.min(
+                    edge.mul_f64(r.latency_tolerance)
+                        .max(edge + r.latency_slack),
+                );
             }
         }
         boundary_at_or_above(t)
@@ -188,6 +193,32 @@ mod tests {
         s.requests = n;
         s.buckets[bucket_of(latency)] = n;
         s
+    }
+
+    #[test]
+    fn a_fast_stable_keeps_the_bound_at_least_the_slack_above_it() {
+        // 1.25 x a 2 ms stable would be a 2.5 ms bound; the slack makes it 2 ms + 5 ms.
+        let r = rollback("max_latency = \"2s\"\nlatency_tolerance = 1.25\nlatency_slack = \"5ms\"");
+        let mut j = Judgement::new(&r, SystemTime::UNIX_EPOCH);
+        j.step(
+            &r,
+            &slice(1000, Duration::from_millis(2)),
+            &SliceCounts::zero(),
+        );
+        let edge = upper_edge_micros(bucket_of(Duration::from_millis(2))) as f64 / 1e6;
+        let t = j.latency_threshold_seconds();
+        assert!(
+            t >= edge + 0.005 && t <= (edge + 0.005) * 1.125,
+            "{t} from edge {edge}"
+        );
+        let r0 = rollback("max_latency = \"2s\"\nlatency_tolerance = 1.25\nlatency_slack = \"0s\"");
+        let mut j0 = Judgement::new(&r0, SystemTime::UNIX_EPOCH);
+        j0.step(
+            &r0,
+            &slice(1000, Duration::from_millis(2)),
+            &SliceCounts::zero(),
+        );
+        assert!(j0.latency_threshold_seconds() < edge * 1.25 * 1.125 + 1e-9);
     }
 
     #[test]

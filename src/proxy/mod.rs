@@ -130,6 +130,8 @@ impl Proxy {
             return refused;
         }
         let mut ctx = place(table, conn, fields);
+        let ignore = &ctx.table.config.rollback.ignore_paths;
+        ctx.judged = ignore.is_empty() || !ignore.matches(req.uri().path());
 
         let upgrade = tunnel::requested(&req);
         let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -201,13 +203,15 @@ impl Proxy {
                 Blame::Client => return self.metrics.reject(err.kind()),
             },
         };
-        self.recorder.record(&Exchange {
-            cohort: ctx.cohort,
-            status,
-            latency,
-            error,
-            identity: ctx.identity,
-        });
+        if ctx.judged {
+            self.recorder.record(&Exchange {
+                cohort: ctx.cohort,
+                status,
+                latency,
+                error,
+                identity: ctx.identity,
+            });
+        }
         let m = &ctx.pool.metrics;
         m.requests.inc();
         if error {
@@ -232,6 +236,8 @@ struct Ctx {
     peer_trusted: bool,
     trace: Trace,
     latency: Option<Duration>,
+    /// Outside `rollback.ignore_paths`: the judge sees it (Prometheus counts every request).
+    judged: bool,
 }
 
 impl Ctx {
@@ -266,6 +272,7 @@ fn place(table: Arc<RoutingTable>, conn: &ClientConn, fields: Fields<'_>) -> Ctx
         peer_trusted: !trusted.is_empty() && trusted.iter().any(|n| n.contains(&peer)),
         trace: Trace::default(),
         latency: None,
+        judged: true,
         table,
     }
 }

@@ -114,6 +114,14 @@ fn bad_values_exit_2_naming_the_file_and_key() {
             "admin.listen",
         ),
         (
+            "[rollback]\nignore_paths = [\"healthz\"]",
+            "rollback.ignore_paths[0]",
+        ),
+        (
+            "[rollback]\nlatency_slack = \"fast\"",
+            "rollback.latency_slack",
+        ),
+        (
             "[rollback]\nlatency_tolerance = 0.5",
             "rollback.latency_tolerance",
         ),

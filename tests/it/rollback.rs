@@ -293,3 +293,43 @@ async fn the_swap_is_atomic_under_load() {
     }
     assert!(all.iter().any(|(at, _, c, _)| *at < acked && c == "canary"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_on_an_ignored_path_move_no_evidence() {
+    // The canary fails every request to /status/500 (a health check, say): ignored, it is
+    // routed and counted in Prometheus, and the judge never sees it.
+    let (proxy, _s, _k) = proxy_with(
+        Behavior::default(),
+        Behavior::default(),
+        100.0,
+        "min_requests = 20\nignore_paths = [\"/status/*\", \"/healthz\"]",
+    )
+    .await;
+    for round in 0..5 {
+        for (code, cohort) in drive(&proxy, 100, 4, &format!("h{round}-"), "/status/500").await {
+            assert_eq!((code, cohort.as_str()), (500, "canary"));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = admin_json(&proxy, "/canary/metrics").await;
+    assert_eq!(
+        m["canary_requests"], 0,
+        "the judge saw an ignored path: {m}"
+    );
+    assert_eq!(m["evidence"]["error_rate"]["cumulative"], 0.0, "{m}");
+    assert_eq!(
+        admin_json(&proxy, "/canary/status").await["state"],
+        "active"
+    );
+    let text = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    assert!(
+        text.contains("canary_errors_total{cohort=\"canary\",version=\"v1.2.0-canary\"} 500"),
+        "Prometheus counts every request: {text}"
+    );
+    // A path outside the list is judged as ever.
+    drive(&proxy, 50, 4, "j-", "/").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = admin_json(&proxy, "/canary/metrics").await;
+    assert_eq!(m["canary_requests"], 50, "{m}");
+    proxy.stop().await;
+}
