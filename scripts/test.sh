@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 # Outside programs the tests use, by command and Debian package.
 for pair in "promtool:prometheus" "chromium:chromium" "chromedriver:chromium-driver" \
-  "redis-server:redis-server"; do
+  "redis-server:redis-server" "openssl:openssl"; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

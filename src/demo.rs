@@ -299,7 +299,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
                 started.elapsed().as_secs_f64()
             );
         }
-        if rolled_back_at.is_none() && status["state"] == "rolled_back" {
+        // The record follows the swap by a moment: wait for it, so the line has its figures.
+        if rolled_back_at.is_none()
+            && status["state"] == "rolled_back"
+            && status["last_rollback"].is_object()
+        {
             let at = started.elapsed();
             rolled_back_at = Some(at);
             let lr = &status["last_rollback"];

@@ -130,6 +130,8 @@ pub struct CanaryConfig {
     pub identity: Vec<IdentitySource>,
     pub salt: String,
     pub expose_headers: bool,
+    /// A request that every canary endpoint refused (nothing sent) is served by stable.
+    pub failover_to_stable: bool,
 }
 
 /// `[rollout]`, checked.

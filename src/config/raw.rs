@@ -108,6 +108,8 @@ pub struct RawCanary {
     pub identity: Vec<String>,
     pub salt: String,
     pub expose_headers: bool,
+    /// "stable": a request every canary endpoint refused goes to stable; "none": 502.
+    pub failover: String,
 }
 
 impl Default for RawCanary {
@@ -124,6 +126,7 @@ impl Default for RawCanary {
             ],
             salt: String::new(),
             expose_headers: true,
+            failover: "stable".into(),
         }
     }
 }

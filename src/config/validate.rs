@@ -238,6 +238,16 @@ pub(super) fn validate(
         // `check` prints the share in force, default or not.
         raw.canary.traffic_percent = Some(traffic_percent);
     }
+    let failover_to_stable = match raw.canary.failover.as_str() {
+        "stable" => true,
+        "none" => false,
+        other => {
+            return Err(cx.err(
+                "canary.failover",
+                format!("\"stable\" (a refused canary connect is served by stable) or \"none\" (502), got {other:?}"),
+            ))
+        }
+    };
     if raw.canary.identity.is_empty() {
         return Err(cx.err(
             "canary.identity",
@@ -331,6 +341,7 @@ pub(super) fn validate(
             identity,
             salt: raw.canary.salt.clone(),
             expose_headers: raw.canary.expose_headers,
+            failover_to_stable,
         },
         rollback,
         state,

@@ -82,13 +82,26 @@ fn retry_on(
     sent_nothing: bool,
     trace: &mut Trace,
 ) -> Option<usize> {
-    let refused = matches!(result, Err((ExchangeError::Connect, _)));
-    if !refused || !sent_nothing || pool.endpoints.len() < 2 {
+    if !refused(result) || !sent_nothing || pool.endpoints.len() < 2 {
         return None;
     }
     let second = pool.pick(Some(first));
     trace.endpoint = Some(second);
     Some(second)
+}
+
+/// A copy of a request's method, target and fields, for a second attempt elsewhere.
+fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+    let mut copy = Request::new(()).into_parts().0;
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.headers = parts.headers.clone();
+    copy
+}
+
+/// Whether an attempt's connect was refused (nothing of the request left).
+fn refused(result: &Outcome) -> bool {
+    matches!(result, Err((ExchangeError::Connect, _)))
 }
 
 /// An attempt's response and latency, or why it failed and after how long.
@@ -101,6 +114,10 @@ impl Proxy {
     ///
     /// `parts` by reference: the direct path only reads them, and this future is kept small
     /// (it is moved into place on every request); the hyper path takes them out.
+    ///
+    /// `fallback`: the pool that serves a request every endpoint of `pool` refused before
+    /// anything was sent (the canary's failover to stable); `trace.failed_over` then says so.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn forward(
         &self,
         table: &RoutingTable,
@@ -109,6 +126,7 @@ impl Proxy {
         body: ClientBody,
         carrier: Carrier<'_>,
         trace: &mut Trace,
+        fallback: Option<&Pool>,
     ) -> Outcome {
         let first = pool.pick(None);
         trace.endpoint = Some(first);
@@ -130,14 +148,20 @@ impl Proxy {
                 a.into_map(parts);
             }
             let parts = take_parts(parts);
-            return Box::pin(self.forward_hyper(table, pool, first, parts, body, carrier, trace))
-                .await;
+            let hyper =
+                self.forward_hyper(table, pool, first, parts, body, carrier, trace, fallback);
+            return Box::pin(hyper).await;
         }
         let mut result = self
             .attempt_direct(table, pool, first, parts, raw, as_came)
             .await;
         // A body-less request has sent nothing when its connect was refused.
         let Some(second) = retry_on(pool, first, &result, true, trace) else {
+            if let (Some(stable), true) = (fallback, refused(&result)) {
+                return self
+                    .fail_over(table, stable, parts, body, carrier, trace)
+                    .await;
+            }
             lend_map(&mut result, parts);
             return result;
         };
@@ -146,14 +170,43 @@ impl Proxy {
             let mut result = self
                 .attempt_direct(table, pool, second, parts, raw, as_came)
                 .await;
+            if let (Some(stable), true) = (fallback, refused(&result)) {
+                return self
+                    .fail_over(table, stable, parts, body, carrier, trace)
+                    .await;
+            }
             lend_map(&mut result, parts);
             return result;
         }
         if let Some(a) = as_came {
             a.into_map(parts);
         }
+        let spare = fallback.map(|_| copy_head(parts));
         let attempt = self.attempt(table, pool, second, take_parts(parts), None, Carrier::H1);
-        Box::pin(attempt).await
+        let result = Box::pin(attempt).await;
+        match (fallback, spare) {
+            (Some(stable), Some(mut parts)) if refused(&result) => {
+                self.fail_over(table, stable, &mut parts, body, carrier, trace)
+                    .await
+            }
+            _ => result,
+        }
+    }
+
+    /// The failover of a body-less request: the same parts to the fallback pool, as a request
+    /// of its own (it may retry there, never fail over again).
+    async fn fail_over(
+        &self,
+        table: &RoutingTable,
+        stable: &Pool,
+        parts: &mut http::request::Parts,
+        body: ClientBody,
+        carrier: Carrier<'_>,
+        trace: &mut Trace,
+    ) -> Outcome {
+        trace.failed_over = true;
+        let again = self.forward(table, stable, parts, body, carrier, trace, None);
+        Box::pin(again).await
     }
 
     fn goes_direct(&self, pool: &Pool, i: usize, parts: &http::request::Parts) -> bool {
@@ -204,9 +257,10 @@ impl Proxy {
         body: ClientBody,
         carrier: Carrier<'_>,
         trace: &mut Trace,
+        fallback: Option<&Pool>,
     ) -> Outcome {
         let watch = body.into_stream().map(BodyWatch::new);
-        let can_retry = pool.endpoints.len() > 1;
+        let can_retry = pool.endpoints.len() > 1 || fallback.is_some();
         // Kept only where a retry is possible: a clone per request is not free.
         let spare = can_retry.then(|| {
             (
@@ -219,14 +273,42 @@ impl Proxy {
             .attempt(table, pool, first, parts, watch.as_ref(), carrier)
             .await;
         let untouched = watch.as_ref().is_none_or(|w| w.untouched());
-        let result = match (retry_on(pool, first, &result, untouched, trace), spare) {
-            (Some(second), Some((method, uri, headers))) => {
-                let mut parts = Request::new(()).into_parts().0;
-                parts.method = method;
-                parts.uri = uri;
-                parts.headers = headers;
-                self.attempt(table, pool, second, parts, watch.as_ref(), carrier)
+        let head = |(method, uri, headers): &(http::Method, Uri, http::HeaderMap)| {
+            let mut parts = Request::new(()).into_parts().0;
+            parts.method = method.clone();
+            parts.uri = uri.clone();
+            parts.headers = headers.clone();
+            parts
+        };
+        let result = match (retry_on(pool, first, &result, untouched, trace), &spare) {
+            (Some(second), Some(spare)) => {
+                self.attempt(table, pool, second, head(spare), watch.as_ref(), carrier)
                     .await
+            }
+            _ => result,
+        };
+        // Every endpoint refused and nothing of the body left: the fallback pool serves it.
+        let untouched = watch.as_ref().is_none_or(|w| w.untouched());
+        let result = match (fallback, &spare) {
+            (Some(stable), Some(spare)) if untouched && refused(&result) => {
+                trace.failed_over = true;
+                let i = stable.pick(None);
+                trace.endpoint = Some(i);
+                let r = self.attempt(table, stable, i, head(spare), watch.as_ref(), carrier);
+                let r = r.await;
+                match retry_on(
+                    stable,
+                    i,
+                    &r,
+                    watch.as_ref().is_none_or(|w| w.untouched()),
+                    trace,
+                ) {
+                    Some(second) => {
+                        self.attempt(table, stable, second, head(spare), watch.as_ref(), carrier)
+                            .await
+                    }
+                    None => r,
+                }
             }
             _ => result,
         };

@@ -39,8 +39,11 @@ use hyper::upgrade::OnUpgrade;
 /// What the forwarding step learned, for the access log.
 #[derive(Default)]
 struct Trace {
+    /// The endpoint that answered, in the pool that served (`Ctx::served`).
     endpoint: Option<usize>,
     bytes_in: u64,
+    /// Every canary endpoint refused the connect and stable served the request.
+    failed_over: bool,
 }
 
 pub struct Proxy {
@@ -157,6 +160,12 @@ impl Proxy {
             },
         };
         upstream_request(&mut parts, &carrier, &hop, upgrade.as_ref());
+        // A dead canary is served by stable (an upgrade is not re-sent: it is never refused
+        // silently).
+        let failover = ctx.cohort == Cohort::Canary
+            && ctx.table.config.canary.failover_to_stable
+            && upgrade.is_none();
+        let fallback = failover.then(|| &**ctx.table.pool(Cohort::Stable));
         let outcome = self
             .forward(
                 &ctx.table,
@@ -165,6 +174,7 @@ impl Proxy {
                 body,
                 carrier,
                 &mut ctx.trace,
+                fallback,
             )
             .await;
         ctx.latency = Some(match &outcome {
@@ -193,6 +203,9 @@ impl Proxy {
     /// client broke its own request, as a rejection that is no cohort's.
     fn record(&self, ctx: &Ctx, outcome: &Outcome) {
         let (status, latency, error) = match outcome {
+            // Served by stable after every canary endpoint refused: the canary's error (a 502
+            // it would have been), and nothing of stable's.
+            _ if ctx.trace.failed_over => (502, Duration::ZERO, true),
             Ok((resp, latency)) => {
                 let status = resp.status().as_u16();
                 let error = ctx.table.config.rollback.error_statuses.contains(status);
@@ -241,15 +254,26 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// The cohort whose upstream answered: the request's, or stable after a failover.
+    fn served(&self) -> Cohort {
+        if self.trace.failed_over {
+            Cohort::Stable
+        } else {
+            self.cohort
+        }
+    }
+
     fn log_into(&self, e: &mut Entry) {
+        let served = self.table.pool(self.served());
         e.client = self.client.as_str().to_string();
-        e.cohort = Some(self.cohort.as_str());
-        e.version = Some(self.pool.version.clone());
+        e.cohort = Some(self.served().as_str());
+        e.version = Some(served.version.clone());
         e.identity_source = self.source.map(SourceKind::as_str);
         e.upstream = self
             .trace
             .endpoint
-            .map(|i| self.pool.endpoints[i].url().to_string());
+            .and_then(|i| served.endpoints.get(i))
+            .map(|ep| ep.url().to_string());
         e.bytes_in = self.trace.bytes_in;
         e.latency_ms = self.latency.map(|l| l.as_secs_f64() * 1000.0);
     }
@@ -332,14 +356,16 @@ fn respond(ctx: &Ctx, outcome: Outcome, client_side: Option<OnUpgrade>) -> Respo
         Err((err, _)) => err.canned().response(),
     };
     if ctx.table.config.canary.expose_headers {
+        let served = ctx.served();
+        let pool = ctx.table.pool(served);
         if let Some(raw) = resp.body_mut().raw_head_mut() {
             // Written with the upstream's head as it came: already rendered, no map.
-            raw.ours = Some(ctx.pool.exposed_lines.clone());
+            raw.ours = Some(pool.exposed_lines.clone());
         } else {
             headers::expose(
                 resp.headers_mut(),
-                &ctx.table.cohort_headers[ctx.cohort.index()],
-                &ctx.pool.version_header,
+                &ctx.table.cohort_headers[served.index()],
+                &pool.version_header,
             );
         }
     }

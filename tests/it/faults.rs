@@ -234,3 +234,63 @@ async fn garbage_and_mid_body_resets_from_upstreams() {
     );
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_canary_is_served_by_stable_and_rolled_back_without_a_user_seeing_an_error() {
+    let (s, _k) = upstreams().await;
+    let mut cfg = Cfg::new(&s, &s);
+    cfg.canary = vec![closed_port().await];
+    cfg.rollback = "evaluate_every = \"100ms\"\nmin_requests = 30".into();
+    let proxy = cfg.start().await;
+    let c = client();
+    let body = pattern(0, 5000);
+    let want = format!(
+        "5000 {}",
+        hex(&<sha2::Sha256 as sha2::Digest>::digest(&body))
+    );
+    let mut i = 0;
+    while admin_json(&proxy, "/canary/status").await["state"] != "rolled_back" {
+        assert!(i < 2000, "a dead canary was never rolled back");
+        // Body-less requests (the direct path) and uploads (hyper's client) alike.
+        let got = get(&c, &proxy.url("/"), &[("x-user-id", &format!("u{i}"))]).await;
+        assert_eq!(got.status, 200, "a user saw {}: {}", got.status, got.body);
+        assert_eq!(got.header("x-deployment-cohort"), Some("stable"));
+        assert_eq!(got.header("x-deployment-version"), Some("v1.1.0"));
+        let req = http::Request::post(proxy.url("/upload"))
+            .header("x-user-id", format!("u{i}"))
+            .body(full(body.clone()))
+            .unwrap();
+        let got = send(&c, req).await;
+        assert_eq!(
+            (got.status, got.body.as_str()),
+            (200, want.as_str()),
+            "the upload reached stable whole"
+        );
+        i += 1;
+    }
+    let m = scrape(proxy.admin).await;
+    assert!(
+        m.contains(r#"canary_upstream_failures_total{cohort="canary",kind="connect"}"#),
+        "{m}"
+    );
+    let last = admin_json(&proxy, "/canary/status").await["last_rollback"].clone();
+    assert_eq!(last["trigger"], "error_rate", "{last}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn failover_none_answers_a_dead_canary_with_502() {
+    let (s, _k) = upstreams().await;
+    let mut cfg = Cfg::new(&s, &s);
+    cfg.percent = 100.0;
+    cfg.canary = vec![closed_port().await];
+    cfg.rollback = "auto = false".into();
+    let toml = cfg
+        .toml()
+        .replace("expose_headers", "failover = \"none\"\nexpose_headers");
+    let proxy = start_proxy(&toml).await;
+    let got = get(&client(), &proxy.url("/"), &[("x-user-id", "u1")]).await;
+    assert_eq!(got.status, 502, "{}", got.body);
+    assert_eq!(got.header("x-deployment-cohort"), Some("canary"));
+    proxy.stop().await;
+}
