@@ -218,6 +218,7 @@ fn access_log(c: &mut Criterion) {
                     bytes_in: 0,
                     bytes_out: 512,
                     identity_source: Some("header"),
+                    forced: false,
                 };
                 drop(log.wrap(ProxyBody::empty(), entry));
             })

@@ -28,6 +28,9 @@ pub struct Metrics {
     pub judge_evidence: GaugeVec,
     pub judge_threshold: GaugeVec,
     pub access_log_dropped: IntCounter,
+    forced: IntCounterVec,
+    /// Override fields sent with a wrong or missing token (ignored: the hash decided).
+    pub override_refused: IntCounter,
     /// The rollout's series: they appear once a rollout has set them (with `[rollout]`).
     pub rollout_step: GaugeVec,
     pub rollout_state: GaugeVec,
@@ -48,6 +51,8 @@ pub struct CohortMetrics {
     pub requests: IntCounter,
     pub errors: IntCounter,
     pub latency: Histogram,
+    /// Testers' forced requests to this cohort and version.
+    pub forced: IntCounter,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -146,6 +151,19 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(access_log_dropped.clone()))
             .expect("registered once");
+        let forced = counter_vec(
+            &r,
+            "canary_forced_requests_total",
+            "Requests a tester forced into a cohort (override_header): never judged.",
+            &cv,
+        );
+        let override_refused = IntCounter::new(
+            "canary_override_refused_total",
+            "Override fields sent with a wrong or missing token: ignored, the hash decided.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(override_refused.clone()))
+            .expect("registered once");
         let rollout_step = gauge_vec(
             &r,
             "canary_rollout_step",
@@ -186,6 +204,8 @@ impl Metrics {
             judge_evidence,
             judge_threshold,
             access_log_dropped,
+            forced,
+            override_refused,
             rollout_step,
             rollout_state,
             promote_evidence,
@@ -233,7 +253,13 @@ impl Metrics {
             requests: self.requests.with_label_values(&l),
             errors: self.errors.with_label_values(&l),
             latency: self.latency.with_label_values(&l),
+            forced: self.forced.with_label_values(&l),
         }
+    }
+
+    /// Testers' forced requests to this cohort and version so far.
+    pub fn forced_requests(&self, cohort: &str, version: &str) -> u64 {
+        self.forced.with_label_values(&[cohort, version]).get()
     }
 
     pub fn reject(&self, reason: &str) {

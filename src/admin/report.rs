@@ -89,6 +89,9 @@ pub fn metrics(control: &Control) -> Value {
         "traffic_percent": table.percent,
         "state": control.state_name(&table),
         "canary_requests_judged": j.verdict().cum_nc,
+        // Testers' forced requests since start, outside every judged figure above.
+        "canary_forced_requests": control.metrics().forced_requests("canary", &c.canary.version),
+        "stable_forced_requests": control.metrics().forced_requests("stable", &c.stable.version),
         "evidence": j.evidence(&c.rollback),
     })
 }

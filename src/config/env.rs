@@ -5,7 +5,7 @@
 use super::{ConfigError, RawConfig};
 
 /// Every variable, the key it overrides, and what it takes.
-pub const ENV_VARS: [(&str, &str, &str); 8] = [
+pub const ENV_VARS: [(&str, &str, &str); 9] = [
     ("CANARY_ENABLED", "canary.enabled", "a boolean"),
     (
         "CANARY_TRAFFIC_PERCENT",
@@ -26,6 +26,7 @@ pub const ENV_VARS: [(&str, &str, &str); 8] = [
     ("CANARY_AUTO_ROLLBACK", "rollback.auto", "a boolean"),
     ("CANARY_WINDOW", "rollback.window", "a duration with a unit"),
     ("CANARY_ADMIN_TOKEN", "admin.token", "a token"),
+    ("CANARY_OVERRIDE_TOKEN", "canary.override_token", "a token"),
 ];
 
 /// The Redis password of `[fleet]`: from the environment only, so it stays out of files.
@@ -64,7 +65,8 @@ impl EnvOverrides {
     ) -> impl Iterator<Item = (&'static str, &'static str, &'a str, String)> + 'a {
         self.iter().filter_map(move |(var, key, file)| {
             let now = value_of(effective, key);
-            (now != file && key != "admin.token").then_some((var, key, file, now))
+            let secret = key.ends_with("token");
+            (now != file && !secret).then_some((var, key, file, now))
         })
     }
 }
@@ -180,6 +182,10 @@ pub fn apply_env(
             "CANARY_WINDOW" => {
                 humantime::parse_duration(value.trim()).map_err(|_| fail())?;
                 raw.rollback.window = value.trim().to_string();
+            }
+            "CANARY_OVERRIDE_TOKEN" => {
+                raw.canary.override_token = value.trim().to_string();
+                raw.canary.override_token_file = None;
             }
             "CANARY_ADMIN_TOKEN" => {
                 raw.admin.token = value.trim().to_string();

@@ -4,6 +4,7 @@
 
 mod env;
 mod fleet;
+mod forced;
 mod identity;
 mod raw;
 mod rollback;
@@ -18,8 +19,10 @@ use ipnet::IpNet;
 
 pub use env::{apply_env, unknown_vars, EnvOverrides, ENV_VARS, KNOWN_VARS};
 pub use fleet::mask_password;
+pub use forced::ForcedCohort;
 pub use identity::IdentitySource;
 pub use raw::*;
+pub use rollback::IgnorePaths;
 
 /// A config that could not be loaded: where, which key, and what was expected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -132,6 +135,8 @@ pub struct CanaryConfig {
     pub expose_headers: bool,
     /// A request that every canary endpoint refused (nothing sent) is served by stable.
     pub failover_to_stable: bool,
+    /// Testers' forced cohort, when `override_header` is set.
+    pub forced: Option<ForcedCohort>,
 }
 
 /// `[rollout]`, checked.
@@ -236,35 +241,6 @@ pub struct RollbackConfig {
     pub ignore_paths: IgnorePaths,
 }
 
-/// `rollback.ignore_paths`: exact paths, or prefixes written with a trailing `*`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IgnorePaths {
-    exact: Vec<String>,
-    prefixes: Vec<String>,
-}
-
-impl IgnorePaths {
-    pub fn new(patterns: &[String]) -> Self {
-        let mut p = IgnorePaths::default();
-        for pat in patterns {
-            match pat.strip_suffix('*') {
-                Some(prefix) => p.prefixes.push(prefix.to_string()),
-                None => p.exact.push(pat.clone()),
-            }
-        }
-        p
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.prefixes.is_empty()
-    }
-
-    /// Whether a request to `path` (no query) stays out of the judgement.
-    pub fn matches(&self, path: &str) -> bool {
-        self.exact.iter().any(|e| e == path) || self.prefixes.iter().any(|p| path.starts_with(p))
-    }
-}
-
 impl RollbackConfig {
     /// `window / evaluate_every`, rounded up.
     pub fn window_slices(&self) -> usize {
@@ -356,6 +332,9 @@ impl Config {
         let mut shown = self.effective.clone();
         if !shown.admin.token.is_empty() || self.admin.token.is_some() {
             shown.admin.token = "***".into();
+        }
+        if !shown.canary.override_token.is_empty() {
+            shown.canary.override_token = "***".into();
         }
         if let Some(f) = &mut shown.fleet {
             f.redis = mask_password(&f.redis);

@@ -110,6 +110,12 @@ pub struct RawCanary {
     pub expose_headers: bool,
     /// "stable": a request every canary endpoint refused goes to stable; "none": 502.
     pub failover: String,
+    /// Testers' forced cohort: `NAME: always|never`, with `NAME-token: TOKEN` ("" = off).
+    pub override_header: String,
+    pub override_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_token_file: Option<String>,
+    pub override_after_rollback: bool,
 }
 
 impl Default for RawCanary {
@@ -127,6 +133,10 @@ impl Default for RawCanary {
             salt: String::new(),
             expose_headers: true,
             failover: "stable".into(),
+            override_header: String::new(),
+            override_token: String::new(),
+            override_token_file: None,
+            override_after_rollback: false,
         }
     }
 }

@@ -128,3 +128,32 @@ pub(super) fn validate(cx: &Ctx, r: &RawRollback) -> Result<RollbackConfig, Conf
         ignore_paths: IgnorePaths::new(&r.ignore_paths),
     })
 }
+
+/// `rollback.ignore_paths`: exact paths, or prefixes written with a trailing `*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IgnorePaths {
+    exact: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+impl IgnorePaths {
+    pub fn new(patterns: &[String]) -> Self {
+        let mut p = IgnorePaths::default();
+        for pat in patterns {
+            match pat.strip_suffix('*') {
+                Some(prefix) => p.prefixes.push(prefix.to_string()),
+                None => p.exact.push(pat.clone()),
+            }
+        }
+        p
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefixes.is_empty()
+    }
+
+    /// Whether a request to `path` (no query) stays out of the judgement.
+    pub fn matches(&self, path: &str) -> bool {
+        self.exact.iter().any(|e| e == path) || self.prefixes.iter().any(|p| path.starts_with(p))
+    }
+}

@@ -248,6 +248,7 @@ pub(super) fn validate(
             ))
         }
     };
+    let forced = super::forced::validate(&cx, &raw.canary)?;
     if raw.canary.identity.is_empty() {
         return Err(cx.err(
             "canary.identity",
@@ -342,6 +343,7 @@ pub(super) fn validate(
             salt: raw.canary.salt.clone(),
             expose_headers: raw.canary.expose_headers,
             failover_to_stable,
+            forced,
         },
         rollback,
         state,

@@ -118,14 +118,7 @@ impl Control {
                 f.metrics().propagation.observe(d.as_secs_f64());
             }
         }
-        let table = self.router.load();
-        let rolled_back = table.state == CanaryState::RolledBack;
-        self.persist(
-            &table.config.state.path,
-            &table.config.canary.version,
-            rolled_back,
-        )
-        .await;
+        self.flush().await;
     }
 
     /// One wall-clock slice `k` in a fleet: publish ours, read the others', judge the sum.
@@ -209,6 +202,6 @@ impl Control {
             return;
         }
         self.publish(&self.router.load());
-        self.persist_rollout().await;
+        self.flush().await;
     }
 }

@@ -67,18 +67,6 @@ impl Control {
         })
     }
 
-    /// Writes the active canary's rollout as it stands; a failure is logged (the step is in
-    /// force in memory, and the next write carries it).
-    pub(crate) async fn persist_rollout(&self) {
-        let table = self.router.load();
-        self.persist(
-            &table.config.state.path,
-            &table.config.canary.version,
-            false,
-        )
-        .await;
-    }
-
     /// The rollout as last written.
     pub(crate) fn saved_rollout(&self) -> Option<RolloutRecord> {
         lock(&self.saved_rollout).clone()
@@ -89,7 +77,8 @@ impl Control {
         self.persisted.load(Ordering::Acquire)
     }
 
-    /// Writes the latch as it stands (at shutdown); whether it was written.
+    /// Writes the state file as the table and the rollout stand (after a step, a pause, the
+    /// fleet's latch, and at shutdown); whether it was written (a failure says so itself).
     pub async fn flush(&self) -> bool {
         let table = self.router.load();
         let rolled_back = table.state == CanaryState::RolledBack;

@@ -245,13 +245,8 @@ impl Control {
 
     /// After a pause or a continue: the state file, the gauges, and the answer.
     async fn settle(&self, before: &'static str) -> Result<Transition, ControlError> {
+        self.flush().await;
         let table = self.router.load();
-        self.persist(
-            &table.config.state.path,
-            &table.config.canary.version,
-            false,
-        )
-        .await;
         self.publish(&table);
         Ok(Transition {
             before,
@@ -262,7 +257,7 @@ impl Control {
 
     async fn save_rollout_once(&self) {
         if self.saved_rollout() != self.rollout_record() {
-            self.persist_rollout().await;
+            self.flush().await;
         }
     }
 }

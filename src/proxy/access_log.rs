@@ -38,6 +38,9 @@ pub struct Entry {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub identity_source: Option<&'static str>,
+    /// A tester's forced cohort (`override_header`): written only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
 }
 
 impl Entry {
@@ -56,6 +59,7 @@ impl Entry {
             bytes_in: 0,
             bytes_out: 0,
             identity_source: None,
+            forced: false,
         }
     }
 }

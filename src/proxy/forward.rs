@@ -3,22 +3,22 @@
 //! endpoint (`retry_on`, for every carrier), the request timeout, and how a failed attempt is
 //! counted.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Request, Response, Uri, Version};
-use hyper::body::{Body, Incoming};
+use http::header::TE;
+use http::{HeaderValue, Request, Response, Version};
+use hyper::body::Body;
 
-use super::{Proxy, Trace};
+use super::{tunnel, Proxy, Trace};
 use crate::control::routing::RoutingTable;
 use crate::http::body::ClientBody;
 use crate::http::fields::RequestHead;
 use crate::http::headers::{self, Hop};
 use crate::http::hop;
 use crate::proxy::body::ProxyBody;
-use crate::upstream::body::{BodyWatch, UpstreamBody};
+use crate::upstream::body::BodyWatch;
 use crate::upstream::direct::DirectClient;
-use crate::upstream::error::{Blame, ExchangeError};
+use crate::upstream::error::ExchangeError;
 use crate::upstream::Pool;
 
 /// Which client carries an exchange upstream.
@@ -262,24 +262,12 @@ impl Proxy {
         let watch = body.into_stream().map(BodyWatch::new);
         let can_retry = pool.endpoints.len() > 1 || fallback.is_some();
         // Kept only where a retry is possible: a clone per request is not free.
-        let spare = can_retry.then(|| {
-            (
-                parts.method.clone(),
-                parts.uri.clone(),
-                parts.headers.clone(),
-            )
-        });
+        let spare = can_retry.then(|| copy_head(&parts));
         let result = self
             .attempt(table, pool, first, parts, watch.as_ref(), carrier)
             .await;
         let untouched = watch.as_ref().is_none_or(|w| w.untouched());
-        let head = |(method, uri, headers): &(http::Method, Uri, http::HeaderMap)| {
-            let mut parts = Request::new(()).into_parts().0;
-            parts.method = method.clone();
-            parts.uri = uri.clone();
-            parts.headers = headers.clone();
-            parts
-        };
+        let head = copy_head;
         let result = match (retry_on(pool, first, &result, untouched, trace), &spare) {
             (Some(second), Some(spare)) => {
                 self.attempt(table, pool, second, head(spare), watch.as_ref(), carrier)
@@ -315,106 +303,47 @@ impl Proxy {
         trace.bytes_in = watch.map_or(0, |w| w.bytes_in());
         result
     }
+}
 
-    async fn attempt(
-        &self,
-        table: &RoutingTable,
-        pool: &Pool,
-        i: usize,
-        mut parts: http::request::Parts,
-        watch: Option<&Arc<BodyWatch>>,
-        carrier: Carrier<'_>,
-    ) -> Outcome {
-        let endpoint = &pool.endpoints[i].config;
-        let timeout = table.config.timeouts.request;
-        // The target is reused as it came (its bytes are shared, not copied); only the scheme and
-        // authority change to the endpoint's.
-        let mut target = std::mem::take(&mut parts.uri).into_parts();
-        target.scheme = Some(endpoint.scheme.clone());
-        target.authority = Some(endpoint.authority.clone());
-        if target.path_and_query.is_none() {
-            target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+/// The request's fields as the upstream gets them: hop-by-hop ones gone, forwarded ones set
+/// (for a head as it came, the direct path does both as it writes), an upgrade asked for, and
+/// gRPC's `TE: trailers` kept.
+pub(super) fn upstream_request(
+    parts: &mut http::request::Parts,
+    carrier: &Carrier<'_>,
+    hop: &Hop<'_>,
+    upgrade: Option<&HeaderValue>,
+) {
+    let te_trailers = parts
+        .headers
+        .get(TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !matches!(
+        carrier,
+        Carrier::Direct {
+            as_came: Some(_),
+            ..
         }
-        parts.uri = match Uri::from_parts(target) {
-            Ok(u) => u,
-            Err(_) => return Err((ExchangeError::Protocol, std::time::Duration::ZERO)),
-        };
-        // gRPC goes over HTTP/2 (h2c): it needs trailers and streams; the rest over HTTP/1.1.
-        let grpc = matches!(carrier, Carrier::H2);
-        parts.version = if grpc {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
-        let client = if grpc { &self.h2_client } else { &self.client };
-        let body = match watch {
-            Some(w) => UpstreamBody::watched(w, table.config.timeouts.body_read),
-            None => UpstreamBody::Empty,
-        };
-        let req = Request::from_parts(parts, body);
-        let started = Instant::now();
-        let mut pending = std::pin::pin!(client.request(req));
-
-        // The request timeout and the latency start once the body is handed over in full.
-        if let Some(w) = watch {
-            tokio::select! {
-                biased;
-                r = &mut pending => return self.settle(pool, i, r, w.sent_at().unwrap_or(started), Some(w)),
-                _ = w.finished() => {}
-            }
-        }
-        let sent = watch.and_then(|w| w.sent_at()).unwrap_or(started);
-        match tokio::time::timeout_at((sent + timeout).into(), pending).await {
-            Ok(r) => self.settle(pool, i, r, sent, watch),
-            Err(_) => Err(self.timed_out(pool, sent)),
-        }
+    ) {
+        hop::strip(&mut parts.headers);
+        headers::to_upstream(&mut parts.headers, hop);
     }
-
-    fn timed_out(&self, pool: &Pool, sent: Instant) -> (ExchangeError, std::time::Duration) {
-        self.metrics
-            .upstream_failure(pool.cohort.as_str(), ExchangeError::Timeout.kind());
-        (ExchangeError::Timeout, sent.elapsed())
+    if let Some(u) = upgrade {
+        tunnel::ask(&mut parts.headers, u);
     }
-
-    /// Counts a failed attempt where it belongs: a refused connect backs the endpoint off, an
-    /// upstream's failure is the cohort's.
-    fn failed(
-        &self,
-        pool: &Pool,
-        i: usize,
-        err: ExchangeError,
-        detail: &dyn std::fmt::Display,
-        latency: std::time::Duration,
-    ) -> (ExchangeError, std::time::Duration) {
-        if err == ExchangeError::Connect {
-            pool.mark_failed(i);
-        }
-        if err.blame() == Blame::Upstream {
-            self.metrics
-                .upstream_failure(pool.cohort.as_str(), err.kind());
-        }
-        tracing::debug!(cohort = %pool.cohort, endpoint = pool.endpoints[i].url(), error = %detail, "upstream attempt failed");
-        (err, latency)
+    if matches!(carrier, Carrier::H2) && te_trailers {
+        // gRPC needs it end to end, and it is the one TE HTTP/2 allows.
+        parts
+            .headers
+            .insert(TE, HeaderValue::from_static("trailers"));
     }
+}
 
-    fn settle(
-        &self,
-        pool: &Pool,
-        i: usize,
-        r: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-        sent: Instant,
-        watch: Option<&Arc<BodyWatch>>,
-    ) -> Outcome {
-        let latency = sent.elapsed();
-        match r {
-            Ok(resp) => {
-                pool.mark_ok(i);
-                Ok((resp.map(ProxyBody::Upstream), latency))
-            }
-            Err(e) => {
-                let err = ExchangeError::classify(&e, watch.and_then(|w| w.client_failed()));
-                Err(self.failed(pool, i, err, &e, latency))
-            }
-        }
-    }
+/// A gRPC call: HTTP/2 with a gRPC content type.
+pub(super) fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_2
+        && req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }

@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod body;
+pub mod forced;
 pub mod identity;
 pub mod reject;
 pub mod tunnel;
@@ -12,8 +13,8 @@ pub mod tunnel;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{TE, UPGRADE};
-use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http::header::UPGRADE;
+use http::{Request, Response, StatusCode};
 
 use crate::cohort::Cohort;
 use crate::control::routing::{Router, RoutingTable};
@@ -31,9 +32,10 @@ use crate::server::{ClientConn, Handler};
 use crate::upstream::direct::DirectClient;
 use crate::upstream::error::{Blame, ExchangeError};
 
+mod attempt;
 mod forward;
 use crate::upstream::{Pool, UpstreamClient};
-use forward::{AsCame, Carrier, Outcome};
+use forward::{is_grpc, upstream_request, AsCame, Carrier, Outcome};
 use hyper::upgrade::OnUpgrade;
 
 /// What the forwarding step learned, for the access log.
@@ -135,6 +137,11 @@ impl Proxy {
         let mut ctx = place(table, conn, fields);
         let ignore = &ctx.table.config.rollback.ignore_paths;
         ctx.judged = ignore.is_empty() || !ignore.matches(req.uri().path());
+        match ctx.forced {
+            forced::Forced::No => {}
+            forced::Forced::Refused => self.metrics.override_refused.inc(),
+            forced::Forced::To(_) => ctx.judged = false,
+        }
 
         let upgrade = tunnel::requested(&req);
         let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -226,6 +233,11 @@ impl Proxy {
             });
         }
         let m = &ctx.pool.metrics;
+        if let forced::Forced::To(_) = ctx.forced {
+            // Apart from the cohort's own series: testers are not users.
+            m.forced.inc();
+            return;
+        }
         m.requests.inc();
         if error {
             m.errors.inc();
@@ -251,6 +263,8 @@ struct Ctx {
     latency: Option<Duration>,
     /// Outside `rollback.ignore_paths`: the judge sees it (Prometheus counts every request).
     judged: bool,
+    /// A tester's forced cohort: counted apart, never judged.
+    forced: forced::Forced,
 }
 
 impl Ctx {
@@ -275,6 +289,7 @@ impl Ctx {
             .and_then(|i| served.endpoints.get(i))
             .map(|ep| ep.url().to_string());
         e.bytes_in = self.trace.bytes_in;
+        e.forced = matches!(self.forced, forced::Forced::To(_));
         e.latency_ms = self.latency.map(|l| l.as_secs_f64() * 1000.0);
     }
 }
@@ -285,11 +300,19 @@ fn place(table: Arc<RoutingTable>, conn: &ClientConn, fields: Fields<'_>) -> Ctx
     let trusted = &table.config.proxy.trusted_proxies;
     let client = IpText::new(client_ip(peer, fields, trusted));
     let id = identify(&table.config.canary.identity, fields, &client);
-    let (cohort, placement) = table.route(id.map(|(_, v)| v));
+    let (mut cohort, placement) = table.route(id.map(|(_, v)| v));
     let source = id.map(|(kind, _)| kind);
+    let forced = match &table.config.canary.forced {
+        Some(rule) => forced::forced(rule, fields, &table),
+        None => forced::Forced::No,
+    };
+    if let forced::Forced::To(c) = forced {
+        cohort = c;
+    }
     Ctx {
         pool: table.pool(cohort).clone(),
         cohort,
+        forced,
         identity: placement.map(|p| p.digest),
         client,
         source,
@@ -298,40 +321,6 @@ fn place(table: Arc<RoutingTable>, conn: &ClientConn, fields: Fields<'_>) -> Ctx
         latency: None,
         judged: true,
         table,
-    }
-}
-
-/// The request's fields as the upstream gets them: hop-by-hop ones gone, forwarded ones set
-/// (for a head as it came, the direct path does both as it writes), an upgrade asked for, and
-/// gRPC's `TE: trailers` kept.
-fn upstream_request(
-    parts: &mut http::request::Parts,
-    carrier: &Carrier<'_>,
-    hop: &Hop<'_>,
-    upgrade: Option<&HeaderValue>,
-) {
-    let te_trailers = parts
-        .headers
-        .get(TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !matches!(
-        carrier,
-        Carrier::Direct {
-            as_came: Some(_),
-            ..
-        }
-    ) {
-        hop::strip(&mut parts.headers);
-        headers::to_upstream(&mut parts.headers, hop);
-    }
-    if let Some(u) = upgrade {
-        tunnel::ask(&mut parts.headers, u);
-    }
-    if matches!(carrier, Carrier::H2) && te_trailers {
-        // gRPC needs it end to end, and it is the one TE HTTP/2 allows.
-        parts
-            .headers
-            .insert(TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -370,13 +359,4 @@ fn respond(ctx: &Ctx, outcome: Outcome, client_side: Option<OnUpgrade>) -> Respo
         }
     }
     resp
-}
-
-/// A gRPC call: HTTP/2 with a gRPC content type.
-fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_2
-        && req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }

@@ -28,6 +28,7 @@ fn code_keys() -> BTreeSet<String> {
         password: None,
     });
     raw.canary.traffic_percent = Some(5.0);
+    raw.canary.override_token_file = Some("f".into());
     raw.rollout = Some(RawRollout::default());
     let value = toml::Value::try_from(&raw).unwrap();
     let mut keys = BTreeSet::new();

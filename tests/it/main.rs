@@ -11,6 +11,7 @@ mod direct;
 mod docs;
 mod faults;
 mod fleet;
+mod forced;
 mod forwarding;
 mod h1;
 mod hostile;

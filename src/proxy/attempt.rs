@@ -1,0 +1,121 @@
+//! One attempt through hyper's clients (requests with a body, upgrades, gRPC, `https://`):
+//! the endpoint's target, the request timeout from the body handed over in full, and how a
+//! failed attempt is counted — for every carrier, `failed` backs a refusing endpoint off.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use super::forward::{Carrier, Outcome};
+use super::Proxy;
+use crate::control::routing::RoutingTable;
+use crate::proxy::body::ProxyBody;
+use crate::upstream::body::{BodyWatch, UpstreamBody};
+use crate::upstream::error::{Blame, ExchangeError};
+use crate::upstream::Pool;
+
+impl Proxy {
+    pub(super) async fn attempt(
+        &self,
+        table: &RoutingTable,
+        pool: &Pool,
+        i: usize,
+        mut parts: http::request::Parts,
+        watch: Option<&Arc<BodyWatch>>,
+        carrier: Carrier<'_>,
+    ) -> Outcome {
+        let endpoint = &pool.endpoints[i].config;
+        let timeout = table.config.timeouts.request;
+        // The target is reused as it came (its bytes are shared, not copied); only the scheme and
+        // authority change to the endpoint's.
+        let mut target = std::mem::take(&mut parts.uri).into_parts();
+        target.scheme = Some(endpoint.scheme.clone());
+        target.authority = Some(endpoint.authority.clone());
+        if target.path_and_query.is_none() {
+            target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = match Uri::from_parts(target) {
+            Ok(u) => u,
+            Err(_) => return Err((ExchangeError::Protocol, std::time::Duration::ZERO)),
+        };
+        // gRPC goes over HTTP/2 (h2c): it needs trailers and streams; the rest over HTTP/1.1.
+        let grpc = matches!(carrier, Carrier::H2);
+        parts.version = if grpc {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let client = if grpc { &self.h2_client } else { &self.client };
+        let body = match watch {
+            Some(w) => UpstreamBody::watched(w, table.config.timeouts.body_read),
+            None => UpstreamBody::Empty,
+        };
+        let req = Request::from_parts(parts, body);
+        let started = Instant::now();
+        let mut pending = std::pin::pin!(client.request(req));
+
+        // The request timeout and the latency start once the body is handed over in full.
+        if let Some(w) = watch {
+            tokio::select! {
+                biased;
+                r = &mut pending => return self.settle(pool, i, r, w.sent_at().unwrap_or(started), Some(w)),
+                _ = w.finished() => {}
+            }
+        }
+        let sent = watch.and_then(|w| w.sent_at()).unwrap_or(started);
+        match tokio::time::timeout_at((sent + timeout).into(), pending).await {
+            Ok(r) => self.settle(pool, i, r, sent, watch),
+            Err(_) => Err(self.timed_out(pool, sent)),
+        }
+    }
+
+    fn timed_out(&self, pool: &Pool, sent: Instant) -> (ExchangeError, std::time::Duration) {
+        self.metrics
+            .upstream_failure(pool.cohort.as_str(), ExchangeError::Timeout.kind());
+        (ExchangeError::Timeout, sent.elapsed())
+    }
+
+    /// Counts a failed attempt where it belongs: a refused connect backs the endpoint off, an
+    /// upstream's failure is the cohort's.
+    pub(super) fn failed(
+        &self,
+        pool: &Pool,
+        i: usize,
+        err: ExchangeError,
+        detail: &dyn std::fmt::Display,
+        latency: std::time::Duration,
+    ) -> (ExchangeError, std::time::Duration) {
+        if err == ExchangeError::Connect {
+            pool.mark_failed(i);
+        }
+        if err.blame() == Blame::Upstream {
+            self.metrics
+                .upstream_failure(pool.cohort.as_str(), err.kind());
+        }
+        tracing::debug!(cohort = %pool.cohort, endpoint = pool.endpoints[i].url(), error = %detail, "upstream attempt failed");
+        (err, latency)
+    }
+
+    fn settle(
+        &self,
+        pool: &Pool,
+        i: usize,
+        r: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+        sent: Instant,
+        watch: Option<&Arc<BodyWatch>>,
+    ) -> Outcome {
+        let latency = sent.elapsed();
+        match r {
+            Ok(resp) => {
+                pool.mark_ok(i);
+                Ok((resp.map(ProxyBody::Upstream), latency))
+            }
+            Err(e) => {
+                let err = ExchangeError::classify(&e, watch.and_then(|w| w.client_failed()));
+                Err(self.failed(pool, i, err, &e, latency))
+            }
+        }
+    }
+}
