@@ -239,6 +239,8 @@ pub struct RollbackConfig {
     pub latency_slack: Duration,
     /// Requests to these paths are routed and counted but never judged.
     pub ignore_paths: IgnorePaths,
+    /// gRPC status codes (0..=16, a bit each) that make a gRPC call an error.
+    pub grpc_error_codes: u32,
 }
 
 impl RollbackConfig {

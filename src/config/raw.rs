@@ -165,6 +165,8 @@ pub struct RawRollback {
     pub evaluate_every: String,
     pub latency_slack: String,
     pub ignore_paths: Vec<String>,
+    /// gRPC status codes (names or numbers) that make a gRPC call the cohort's error.
+    pub grpc_error_codes: Vec<RawStatus>,
 }
 
 impl Default for RawRollback {
@@ -183,6 +185,16 @@ impl Default for RawRollback {
             evaluate_every: "1s".into(),
             latency_slack: "5ms".into(),
             ignore_paths: Vec::new(),
+            grpc_error_codes: [
+                "UNKNOWN",
+                "DEADLINE_EXCEEDED",
+                "INTERNAL",
+                "UNAVAILABLE",
+                "DATA_LOSS",
+                "UNIMPLEMENTED",
+            ]
+            .map(|c| RawStatus::Text(c.into()))
+            .to_vec(),
         }
     }
 }

@@ -7,6 +7,27 @@ use std::time::Duration;
 use super::validate::Ctx;
 use super::*;
 
+/// gRPC's status codes by number (grpc/doc/statuscodes.md).
+pub const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
 /// The largest false-rollback budget accepted: beyond it the judge no longer protects a good
 /// release (JUDGE.md measures 0.001).
 const MAX_BUDGET: f64 = 0.1;
@@ -112,6 +133,30 @@ pub(super) fn validate(cx: &Ctx, r: &RawRollback) -> Result<RollbackConfig, Conf
         }
     }
 
+    let mut grpc_error_codes = 0u32;
+    for (i, c) in r.grpc_error_codes.iter().enumerate() {
+        let code = match c {
+            RawStatus::Code(n) => u32::try_from(*n).ok().filter(|n| *n <= 16),
+            RawStatus::Text(t) => GRPC_CODES
+                .iter()
+                .position(|name| name.eq_ignore_ascii_case(t.trim()))
+                .map(|n| n as u32)
+                .or_else(|| t.trim().parse().ok().filter(|n| *n <= 16)),
+        };
+        match code {
+            Some(0) | None => {
+                return Err(cx.err(
+                    &format!("rollback.grpc_error_codes[{i}]"),
+                    format!(
+                        "a gRPC status from 1 to 16 or its name ({}), got {c:?}",
+                        GRPC_CODES[1..].join(", ")
+                    ),
+                ))
+            }
+            Some(n) => grpc_error_codes |= 1 << n,
+        }
+    }
+
     Ok(RollbackConfig {
         auto: r.auto,
         window,
@@ -126,6 +171,7 @@ pub(super) fn validate(cx: &Ctx, r: &RawRollback) -> Result<RollbackConfig, Conf
         evaluate_every,
         latency_slack,
         ignore_paths: IgnorePaths::new(&r.ignore_paths),
+        grpc_error_codes,
     })
 }
 

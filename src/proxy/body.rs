@@ -21,6 +21,8 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// Either of the above, counted and logged when it ends (the access log is on).
     Logged(Box<crate::proxy::access_log::Logged>),
+    /// A gRPC call's answer, judged by the `grpc-status` of its trailers.
+    Grpc(Box<crate::proxy::grpc::Watched>),
 }
 
 impl ProxyBody {
@@ -64,6 +66,7 @@ impl Body for ProxyBody {
             ProxyBody::Direct(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             ProxyBody::Logged(l) => l.poll_frame(cx),
+            ProxyBody::Grpc(g) => g.poll_frame(cx),
         }
     }
 
@@ -73,6 +76,7 @@ impl Body for ProxyBody {
             ProxyBody::Direct(b) => b.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Logged(l) => l.is_end_stream(),
+            ProxyBody::Grpc(g) => g.is_end_stream(),
         }
     }
 
@@ -83,6 +87,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Logged(l) => l.size_hint(),
+            ProxyBody::Grpc(g) => g.size_hint(),
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod body;
 pub mod forced;
+pub mod grpc;
 pub mod identity;
 pub mod reject;
 pub mod tunnel;
@@ -187,8 +188,11 @@ impl Proxy {
         ctx.latency = Some(match &outcome {
             Ok((_, l)) | Err((_, l)) => *l,
         });
-        self.record(&ctx, &outcome);
-        let resp = respond(&ctx, outcome, client_side);
+        let pending = self.record(&ctx, &outcome);
+        let mut resp = respond(&ctx, outcome, client_side);
+        if let Some(p) = pending {
+            grpc::watch(&mut resp, p);
+        }
         done(&ctx);
         resp
     }
@@ -208,19 +212,51 @@ impl Proxy {
 
     /// Counts the exchange for its cohort (the judge's slice and Prometheus), or, when the
     /// client broke its own request, as a rejection that is no cohort's.
-    fn record(&self, ctx: &Ctx, outcome: &Outcome) {
+    ///
+    /// A gRPC answer without its status in the headers is judged later, from its trailers:
+    /// the exchange to record then is returned.
+    fn record(&self, ctx: &Ctx, outcome: &Outcome) -> Option<grpc::Pending> {
+        let rollback = &ctx.table.config.rollback;
         let (status, latency, error) = match outcome {
             // Served by stable after every canary endpoint refused: the canary's error (a 502
             // it would have been), and nothing of stable's.
             _ if ctx.trace.failed_over => (502, Duration::ZERO, true),
             Ok((resp, latency)) => {
                 let status = resp.status().as_u16();
-                let error = ctx.table.config.rollback.error_statuses.contains(status);
+                let mut error = rollback.error_statuses.contains(status);
+                let grpc_ok = status == 200 && resp.version() == http::Version::HTTP_2;
+                if grpc_ok && grpc::is_grpc_answer(resp.headers()) {
+                    match grpc::status_in(resp.headers()) {
+                        // Trailers-only: the status is in the headers.
+                        Some(s) => error = grpc::is_error(Some(s), rollback.grpc_error_codes),
+                        None if !matches!(ctx.forced, forced::Forced::To(_)) => {
+                            let e = Exchange {
+                                cohort: ctx.cohort,
+                                status,
+                                latency: *latency,
+                                error: false,
+                                identity: ctx.identity,
+                            };
+                            let (codes, m) = (rollback.grpc_error_codes, &ctx.pool.metrics);
+                            return Some(grpc::Pending::new(
+                                &self.recorder,
+                                m,
+                                e,
+                                codes,
+                                ctx.judged,
+                            ));
+                        }
+                        None => {}
+                    }
+                }
                 (status, *latency, error)
             }
             Err((err, latency)) => match err.blame() {
                 Blame::Upstream => (err.status().as_u16(), *latency, true),
-                Blame::Client => return self.metrics.reject(err.kind()),
+                Blame::Client => {
+                    self.metrics.reject(err.kind());
+                    return None;
+                }
             },
         };
         if ctx.judged {
@@ -236,13 +272,14 @@ impl Proxy {
         if let forced::Forced::To(_) = ctx.forced {
             // Apart from the cohort's own series: testers are not users.
             m.forced.inc();
-            return;
+            return None;
         }
         m.requests.inc();
         if error {
             m.errors.inc();
         }
         m.latency.observe(latency.as_secs_f64());
+        None
     }
 }
 

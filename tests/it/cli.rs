@@ -114,6 +114,14 @@ fn bad_values_exit_2_naming_the_file_and_key() {
             "admin.listen",
         ),
         (
+            "[rollback]\ngrpc_error_codes = [\"NOPE\"]",
+            "rollback.grpc_error_codes[0]",
+        ),
+        (
+            "[rollback]\ngrpc_error_codes = [0]",
+            "rollback.grpc_error_codes[0]",
+        ),
+        (
             "[rollback]\nignore_paths = [\"healthz\"]",
             "rollback.ignore_paths[0]",
         ),

@@ -20,7 +20,7 @@ fn demo(args: &[&str]) -> String {
 
 #[test]
 fn the_demo_runs_to_completion_and_shows_a_rollback() {
-    let stdout = demo(&["--duration", "15s"]);
+    let stdout = demo(&["--duration", "25s"]);
     assert!(stdout.contains("ROLLED BACK"), "{stdout}");
     assert!(stdout.contains("rolled back"), "{stdout}");
     assert!(
