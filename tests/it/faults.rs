@@ -294,3 +294,43 @@ async fn failover_none_answers_a_dead_canary_with_502() {
     assert_eq!(got.header("x-deployment-cohort"), Some("canary"));
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_direct_path_keeps_a_chunked_answers_trailers() {
+    let (s, k) = upstreams().await;
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.percent = 0.0;
+    cfg.stable = vec![raw_upstream(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc123\r\n\r\n",
+    )
+    .await];
+    let proxy = cfg.start().await;
+    // Over HTTP/1.1 (the body-less GET takes the direct path) the trailer section is written on.
+    let answer = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("hello"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("x-checksum: abc123"),
+        "the trailers were lost: {answer:?}"
+    );
+    // And over HTTP/2 they arrive as a trailers frame.
+    let resp = h2_client()
+        .request(
+            http::Request::get(proxy.url("/"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let collected = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers over h2");
+    assert_eq!(trailers["x-checksum"], "abc123");
+    proxy.stop().await;
+}
