@@ -9,11 +9,14 @@ use tokio::net::TcpListener;
 use crate::hostile::{raw, status_of};
 use crate::support::*;
 
-async fn closed_port() -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    format!("http://{addr}")
+/// An address that refuses connections, and the socket that keeps it so: bound but never
+/// listening, the port stays ours (a port merely closed could be handed to another test's
+/// upstream while this test still sends to it).
+async fn closed_port() -> (String, tokio::net::TcpSocket) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = sock.local_addr().unwrap();
+    (format!("http://{addr}"), sock)
 }
 
 async fn scrape(admin: std::net::SocketAddr) -> String {
@@ -26,7 +29,8 @@ async fn scrape(admin: std::net::SocketAddr) -> String {
 async fn a_closed_port_gives_502_and_the_other_cohort_keeps_serving() {
     let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
-    cfg.stable = vec![closed_port().await];
+    let (closed, _held) = closed_port().await;
+    cfg.stable = vec![closed];
     let proxy = cfg.start().await;
     let c = client();
     let (mut bad, mut good) = (0, 0);
@@ -141,7 +145,8 @@ async fn a_refused_endpoint_is_retried_on_another_of_the_same_pool() {
     let (s, k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.percent = 0.0;
-    cfg.stable = vec![closed_port().await, s.url()];
+    let (closed, _held) = closed_port().await;
+    cfg.stable = vec![closed, s.url()];
     let proxy = cfg.start().await;
     let c = client();
     // First a request with a body: it was never sent to the refused endpoint, so it may go again.
@@ -239,7 +244,8 @@ async fn garbage_and_mid_body_resets_from_upstreams() {
 async fn a_dead_canary_is_served_by_stable_and_rolled_back_without_a_user_seeing_an_error() {
     let (s, _k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &s);
-    cfg.canary = vec![closed_port().await];
+    let (closed, _held) = closed_port().await;
+    cfg.canary = vec![closed];
     cfg.rollback = "evaluate_every = \"100ms\"\nmin_requests = 30".into();
     let proxy = cfg.start().await;
     let c = client();
@@ -283,7 +289,8 @@ async fn failover_none_answers_a_dead_canary_with_502() {
     let (s, _k) = upstreams().await;
     let mut cfg = Cfg::new(&s, &s);
     cfg.percent = 100.0;
-    cfg.canary = vec![closed_port().await];
+    let (closed, _held) = closed_port().await;
+    cfg.canary = vec![closed];
     cfg.rollback = "auto = false".into();
     let toml = cfg
         .toml()
