@@ -28,11 +28,22 @@ impl Proxy {
     ) -> Outcome {
         let endpoint = &pool.endpoints[i].config;
         let timeout = table.config.timeouts.request;
+        // gRPC goes over HTTP/2 (h2c or h2 by ALPN): it needs trailers and streams; the rest
+        // over HTTP/1.1.
+        let grpc = matches!(carrier, Carrier::H2);
+        let authority = if grpc {
+            // RFC 9113 §8.3.1: `:authority` is the client's Host, and no `host` beside it.
+            let host = parts.headers.remove(http::header::HOST);
+            host.and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+                .unwrap_or_else(|| endpoint.authority.clone())
+        } else {
+            endpoint.authority.clone()
+        };
         // The target is reused as it came (its bytes are shared, not copied); only the scheme and
-        // authority change to the endpoint's.
+        // authority change.
         let mut target = std::mem::take(&mut parts.uri).into_parts();
         target.scheme = Some(endpoint.scheme.clone());
-        target.authority = Some(endpoint.authority.clone());
+        target.authority = Some(authority);
         if target.path_and_query.is_none() {
             target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
@@ -40,33 +51,48 @@ impl Proxy {
             Ok(u) => u,
             Err(_) => return Err((ExchangeError::Protocol, std::time::Duration::ZERO)),
         };
-        // gRPC goes over HTTP/2 (h2c): it needs trailers and streams; the rest over HTTP/1.1.
-        let grpc = matches!(carrier, Carrier::H2);
         parts.version = if grpc {
             Version::HTTP_2
         } else {
             Version::HTTP_11
         };
-        let client = if grpc { &self.h2_client } else { &self.client };
         let body = match watch {
             Some(w) => UpstreamBody::watched(w, table.config.timeouts.body_read),
             None => UpstreamBody::Empty,
         };
         let req = Request::from_parts(parts, body);
         let started = Instant::now();
-        let mut pending = std::pin::pin!(client.request(req));
+        let mut pending = std::pin::pin!(async {
+            if grpc {
+                let r = self.h2.request(endpoint, req).await;
+                r.map_err(|e| {
+                    (
+                        ExchangeError::classify_h2(&e, client_failed(watch)),
+                        e.to_string(),
+                    )
+                })
+            } else {
+                let r = self.client.request(req).await;
+                r.map_err(|e| {
+                    (
+                        ExchangeError::classify(&e, client_failed(watch)),
+                        e.to_string(),
+                    )
+                })
+            }
+        });
 
         // The request timeout and the latency start once the body is handed over in full.
         if let Some(w) = watch {
             tokio::select! {
                 biased;
-                r = &mut pending => return self.settle(pool, i, r, w.sent_at().unwrap_or(started), Some(w)),
+                r = &mut pending => return self.settle(pool, i, r, w.sent_at().unwrap_or(started)),
                 _ = w.finished() => {}
             }
         }
         let sent = watch.and_then(|w| w.sent_at()).unwrap_or(started);
         match tokio::time::timeout_at((sent + timeout).into(), pending).await {
-            Ok(r) => self.settle(pool, i, r, sent, watch),
+            Ok(r) => self.settle(pool, i, r, sent),
             Err(_) => Err(self.timed_out(pool, sent)),
         }
     }
@@ -102,9 +128,8 @@ impl Proxy {
         &self,
         pool: &Pool,
         i: usize,
-        r: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+        r: Result<Response<Incoming>, (ExchangeError, String)>,
         sent: Instant,
-        watch: Option<&Arc<BodyWatch>>,
     ) -> Outcome {
         let latency = sent.elapsed();
         match r {
@@ -112,10 +137,13 @@ impl Proxy {
                 pool.mark_ok(i);
                 Ok((resp.map(ProxyBody::Upstream), latency))
             }
-            Err(e) => {
-                let err = ExchangeError::classify(&e, watch.and_then(|w| w.client_failed()));
-                Err(self.failed(pool, i, err, &e, latency))
-            }
+            Err((err, detail)) => Err(self.failed(pool, i, err, &detail, latency)),
         }
     }
+}
+
+/// Whether our request-body stream saw the client fail (then a failed exchange is the
+/// client's). Read when the exchange has failed, not before.
+fn client_failed(watch: Option<&Arc<BodyWatch>>) -> Option<crate::upstream::body::ClientFailure> {
+    watch.and_then(|w| w.client_failed())
 }

@@ -99,6 +99,11 @@ fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
     copy
 }
 
+/// Whether no byte of the request body has been sent upstream (a request without one: none).
+fn untouched(watch: Option<&std::sync::Arc<BodyWatch>>) -> bool {
+    watch.is_none_or(|w| w.untouched())
+}
+
 /// Whether an attempt's connect was refused (nothing of the request left).
 fn refused(result: &Outcome) -> bool {
     matches!(result, Err((ExchangeError::Connect, _)))
@@ -260,48 +265,52 @@ impl Proxy {
         fallback: Option<&Pool>,
     ) -> Outcome {
         let watch = body.into_stream().map(BodyWatch::new);
+        let w = watch.as_ref();
         let can_retry = pool.endpoints.len() > 1 || fallback.is_some();
         // Kept only where a retry is possible: a clone per request is not free.
         let spare = can_retry.then(|| copy_head(&parts));
-        let result = self
-            .attempt(table, pool, first, parts, watch.as_ref(), carrier)
-            .await;
-        let untouched = watch.as_ref().is_none_or(|w| w.untouched());
-        let head = copy_head;
-        let result = match (retry_on(pool, first, &result, untouched, trace), &spare) {
-            (Some(second), Some(spare)) => {
-                self.attempt(table, pool, second, head(spare), watch.as_ref(), carrier)
-                    .await
-            }
-            _ => result,
-        };
-        // Every endpoint refused and nothing of the body left: the fallback pool serves it.
-        let untouched = watch.as_ref().is_none_or(|w| w.untouched());
-        let result = match (fallback, &spare) {
-            (Some(stable), Some(spare)) if untouched && refused(&result) => {
+        let mut result = self.attempt(table, pool, first, parts, w, carrier).await;
+        if let Some(spare) = &spare {
+            result = self
+                .retried(table, pool, first, result, spare, w, carrier, trace)
+                .await;
+            // Every endpoint refused and nothing of the body left: the fallback pool serves it.
+            if let Some(stable) = fallback.filter(|_| untouched(w) && refused(&result)) {
                 trace.failed_over = true;
                 let i = stable.pick(None);
                 trace.endpoint = Some(i);
-                let r = self.attempt(table, stable, i, head(spare), watch.as_ref(), carrier);
+                let r = self.attempt(table, stable, i, copy_head(spare), w, carrier);
                 let r = r.await;
-                match retry_on(
-                    stable,
-                    i,
-                    &r,
-                    watch.as_ref().is_none_or(|w| w.untouched()),
-                    trace,
-                ) {
-                    Some(second) => {
-                        self.attempt(table, stable, second, head(spare), watch.as_ref(), carrier)
-                            .await
-                    }
-                    None => r,
-                }
+                result = self
+                    .retried(table, stable, i, r, spare, w, carrier, trace)
+                    .await;
             }
-            _ => result,
-        };
+        }
         trace.bytes_in = watch.map_or(0, |w| w.bytes_in());
         result
+    }
+
+    /// `result` of a first attempt at `pool`, or of the one retry when it was refused and
+    /// nothing of the body had left (`retry_on`).
+    #[allow(clippy::too_many_arguments)]
+    async fn retried(
+        &self,
+        table: &RoutingTable,
+        pool: &Pool,
+        first: usize,
+        result: Outcome,
+        spare: &http::request::Parts,
+        watch: Option<&std::sync::Arc<BodyWatch>>,
+        carrier: Carrier<'_>,
+        trace: &mut Trace,
+    ) -> Outcome {
+        match retry_on(pool, first, &result, untouched(watch), trace) {
+            Some(second) => {
+                let again = self.attempt(table, pool, second, copy_head(spare), watch, carrier);
+                again.await
+            }
+            None => result,
+        }
     }
 }
 

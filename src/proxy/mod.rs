@@ -30,12 +30,11 @@ use crate::proxy::access_log::{AccessLog, Entry};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::identity::{client_ip, identify, IpText, SourceKind};
 use crate::server::{ClientConn, Handler};
-use crate::upstream::direct::DirectClient;
 use crate::upstream::error::{Blame, ExchangeError};
 
 mod attempt;
 mod forward;
-use crate::upstream::{Pool, UpstreamClient};
+use crate::upstream::{direct::DirectClient, h2::H2Client, Pool, UpstreamClient};
 use forward::{is_grpc, upstream_request, AsCame, Carrier, Outcome};
 use hyper::upgrade::OnUpgrade;
 
@@ -56,7 +55,8 @@ pub struct Proxy {
     pub recorder: Arc<Recorder>,
     pub metrics: Arc<Metrics>,
     client: UpstreamClient,
-    h2_client: UpstreamClient,
+    /// gRPC's HTTP/2 connections, one per endpoint.
+    h2: H2Client,
     /// This worker's own HTTP/1.1 path for requests without a body (`direct`).
     direct: DirectClient,
 }
@@ -90,8 +90,8 @@ impl Proxy {
             router,
             recorder,
             metrics,
-            client: crate::upstream::client(t, crate::server::tls::client_config(ca)?, false),
-            h2_client: crate::upstream::client(t, crate::server::tls::client_config(ca)?, true),
+            client: crate::upstream::client(t, crate::server::tls::client_config(ca)?),
+            h2: H2Client::new(t, crate::server::tls::client_config(ca)?),
             direct: DirectClient::new(t.connect, t.idle),
         })
     }

@@ -5,6 +5,8 @@
 use http::StatusCode;
 
 use crate::http::canned::Canned;
+use crate::upstream::body::ClientFailure;
+use crate::upstream::h2::H2Error;
 
 /// Why an exchange could not be completed normally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,24 +86,37 @@ impl ExchangeError {
     }
 
     /// Classifies an error of the pooled client. `client` says whether our own
-    /// request-body stream saw the client fail first.
+    /// request-body stream saw the client fail first: then it is the client's.
     pub fn classify(
         err: &hyper_util::client::legacy::Error,
-        client: Option<crate::upstream::body::ClientFailure>,
+        client: Option<ClientFailure>,
     ) -> Self {
         match client {
-            Some(crate::upstream::body::ClientFailure::Aborted) => {
-                return ExchangeError::ClientBody
-            }
-            Some(crate::upstream::body::ClientFailure::Stalled) => {
-                return ExchangeError::ClientStalled
-            }
-            None => {}
+            Some(c) => Self::client(c),
+            None if err.is_connect() => ExchangeError::Connect,
+            None => Self::on_connection(err),
         }
-        if err.is_connect() {
-            return ExchangeError::Connect;
+    }
+
+    /// Classifies an error of the HTTP/2 client (gRPC), as `classify` does.
+    pub fn classify_h2(err: &crate::upstream::h2::H2Error, client: Option<ClientFailure>) -> Self {
+        match (client, err) {
+            (Some(c), _) => Self::client(c),
+            (None, H2Error::Connect(_)) => ExchangeError::Connect,
+            (None, H2Error::Exchange(e)) => Self::on_connection(e),
         }
-        let mut source = std::error::Error::source(err);
+    }
+
+    fn client(c: ClientFailure) -> Self {
+        match c {
+            ClientFailure::Aborted => ExchangeError::ClientBody,
+            ClientFailure::Stalled => ExchangeError::ClientStalled,
+        }
+    }
+
+    /// A failure on an established connection: an answer that is not HTTP, or a reset.
+    fn on_connection(err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut source = Some(err);
         while let Some(s) = source {
             if let Some(h) = s.downcast_ref::<hyper::Error>() {
                 if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {

@@ -5,6 +5,7 @@
 pub mod body;
 pub mod direct;
 pub mod error;
+pub mod h2;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -26,21 +27,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// The pooled client shared by every pool: keep-alive per endpoint, `TCP_NODELAY`, the
 /// connect timeout, and the idle timeout of `timeouts.idle`.
-/// `h2` makes an HTTP/2-only client (h2c with prior knowledge, or h2 by ALPN), for gRPC.
-pub fn client(timeouts: &Timeouts, tls: rustls::ClientConfig, h2: bool) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(timeouts.connect));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    connector.enforce_http(false);
+/// HTTP/1.1 only: gRPC has its own client (`h2`).
+pub fn client(timeouts: &Timeouts, tls: rustls::ClientConfig) -> UpstreamClient {
+    let connector = tcp_connector(timeouts);
     let builder = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
-    let connector = if h2 {
-        builder.enable_http2().wrap_connector(connector)
-    } else {
-        builder.enable_http1().wrap_connector(connector)
-    };
+    let connector = builder.enable_http1().wrap_connector(connector);
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(timeouts.idle)
@@ -48,8 +41,18 @@ pub fn client(timeouts: &Timeouts, tls: rustls::ClientConfig, h2: bool) -> Upstr
         // hyper grows a read buffer up to ~400 KiB per connection on large bodies; bounded
         // here, since bodies stream through in frames anyway.
         .http1_max_buf_size(64 * 1024)
-        .http2_only(h2)
         .build(connector)
+}
+
+/// TCP for both hyper-based clients: `TCP_NODELAY`, the connect timeout, keep-alive probes;
+/// the scheme is left to the TLS layer around it.
+fn tcp_connector(timeouts: &Timeouts) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(timeouts.connect));
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    connector.enforce_http(false);
+    connector
 }
 
 pub struct Endpoint {

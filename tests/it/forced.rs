@@ -134,3 +134,35 @@ fn an_override_header_without_a_token_is_refused() {
     assert_eq!(c.canary.forced.as_ref().unwrap().token, "from-the-env-1");
     assert!(c.render_masked().contains("override_token = \"***\""));
 }
+
+#[test]
+fn the_override_token_can_live_in_a_file_beside_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[stable]\nendpoints = [\"http://127.0.0.1:1\"]\n[canary]\noverride_header = \"x-canary\"\n";
+    let parse = |extra: &str| {
+        canary_proxy::config::Config::from_toml_str(
+            &format!("{base}{extra}"),
+            "c.toml",
+            dir.path(),
+            &|_| None,
+        )
+    };
+    // Relative to the config's folder, its line end trimmed (as `echo token > file` writes it).
+    std::fs::write(dir.path().join("override.token"), "from-a-file-1\n").unwrap();
+    let c = parse("override_token_file = \"override.token\"\n").unwrap();
+    assert_eq!(c.canary.forced.as_ref().unwrap().token, "from-a-file-1");
+    assert!(!c.render_masked().contains("from-a-file-1"));
+
+    let e = parse("override_token_file = \"missing.token\"\n").unwrap_err();
+    assert_eq!(e.key, "canary.override_token_file", "{e}");
+    assert!(e.to_string().contains("missing.token"), "{e}");
+
+    std::fs::write(dir.path().join("short.token"), "short\n").unwrap();
+    let e = parse("override_token_file = \"short.token\"\n").unwrap_err();
+    assert_eq!(e.key, "canary.override_token", "{e}");
+
+    let e =
+        parse("override_token_file = \"override.token\"\noverride_token = \"inline-token-1\"\n")
+            .unwrap_err();
+    assert!(e.to_string().contains("not both"), "{e}");
+}

@@ -13,6 +13,7 @@ mod faults;
 mod fleet;
 mod forced;
 mod forwarding;
+mod grpc;
 mod h1;
 mod hostile;
 mod latch;

@@ -283,6 +283,27 @@ async fn without_auto_a_step_waits_at_ready_and_pause_promote_and_restart_keep_t
         (Some(0), Some(20.0), Some("ramping")),
         "{st:#}"
     );
+
+    // Promoting the last step completes the rollout at that step's share; nothing is left.
+    for want in [(1, "ramping"), (1, "complete")] {
+        let got = admin_post(proxy.admin, "/canary/promote", None, r#"{"force": true}"#).await;
+        assert_eq!(got.status, 200, "{}", got.body);
+        let st = status(&proxy).await;
+        assert_eq!(
+            (st["rollout"]["step"].as_u64(), st["state"].as_str()),
+            (Some(want.0), Some(want.1)),
+            "{st:#}"
+        );
+        assert_eq!(st["traffic_percent"], 60.0);
+    }
+    let got = admin_post(proxy.admin, "/canary/promote", None, r#"{"force": true}"#).await;
+    assert_eq!(
+        got.status, 409,
+        "a completed rollout has no step to promote: {}",
+        got.body
+    );
+    let text = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
+    assert!(text.contains("\"complete\": true"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,7 @@ pub(crate) fn test_pki() -> (String, String, String) {
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 
-fn client_trusting(
+pub(crate) fn client_trusting(
     ca_pem: &str,
     alpn: &[&[u8]],
 ) -> hyper_util::client::legacy::Client<
@@ -62,6 +62,22 @@ fn client_trusting(
     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .http2_only(h2)
         .build(connector)
+}
+
+/// An upstream's TLS side: the certificate and key (PEM) and the one ALPN protocol it speaks.
+pub(crate) fn acceptor(cert: &str, key: &str, alpn: &[u8]) -> tokio_rustls::TlsAcceptor {
+    let certs = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    server.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(server))
 }
 
 fn write_pki(dir: &Path) -> String {
@@ -120,18 +136,7 @@ async fn an_https_upstream_is_trusted_through_the_configured_ca() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = test_pki();
     std::fs::write(dir.path().join("upstream-ca.pem"), &ca).unwrap();
-    let certs = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    server.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let acceptor = acceptor(&cert, &key, b"http/1.1");
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
