@@ -99,7 +99,7 @@ impl ExchangeError {
     }
 
     /// Classifies an error of the HTTP/2 client (gRPC), as `classify` does.
-    pub fn classify_h2(err: &crate::upstream::h2::H2Error, client: Option<ClientFailure>) -> Self {
+    pub fn classify_h2(err: &H2Error, client: Option<ClientFailure>) -> Self {
         match (client, err) {
             (Some(c), _) => Self::client(c),
             (None, H2Error::Connect(_)) => ExchangeError::Connect,

@@ -49,14 +49,19 @@ struct Conn {
 
 type Key = (Scheme, Authority);
 
+/// The open connections, and when those unused were last let go.
+struct Conns {
+    by_endpoint: HashMap<Key, Conn>,
+    swept: Instant,
+}
+
 pub struct H2Client {
     connector: HttpsConnector<HttpConnector>,
     builder: http2::Builder<TokioExecutor>,
-    conns: Mutex<HashMap<Key, Conn>>,
+    conns: Mutex<Conns>,
     /// A connection unused this long is let go (its last handle dropped, it closes once its
     /// streams end), like the pooled client's idle timeout.
     idle: Duration,
-    swept: Mutex<Instant>,
 }
 
 impl H2Client {
@@ -75,56 +80,52 @@ impl H2Client {
         H2Client {
             connector,
             builder,
-            conns: Mutex::new(HashMap::new()),
+            conns: Mutex::new(Conns {
+                by_endpoint: HashMap::new(),
+                swept: Instant::now(),
+            }),
             idle: timeouts.idle,
-            swept: Mutex::new(Instant::now()),
         }
     }
 
     /// Sends `req` to `endpoint`. The request's URI carries the client's authority (its
     /// `:authority`); the endpoint only decides the connection. A request the connection
-    /// closed before taking is sent once more on a new connection.
+    /// closed before taking is sent once more on a new connection (which replaces it).
     pub async fn request(
         &self,
         endpoint: &EndpointConfig,
-        mut req: Request<UpstreamBody>,
+        req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, H2Error> {
         let key = (endpoint.scheme.clone(), endpoint.authority.clone());
-        for fresh in [false, true] {
-            let mut send = match (fresh, self.cached(&key)) {
-                (false, Some(send)) => send,
-                _ => self.connect(&key).await?,
-            };
-            match send.try_send_request(req).await {
-                Ok(resp) => return Ok(resp),
-                Err(mut e) => match e.take_message() {
-                    Some(back) if !fresh => {
-                        self.forget(&key, &send);
-                        req = back;
-                    }
-                    _ => return Err(H2Error::Exchange(e.into_error())),
-                },
-            }
+        let mut send = match self.cached(&key) {
+            Some(send) => send,
+            None => self.connect(&key).await?,
+        };
+        match send.try_send_request(req).await {
+            Ok(resp) => Ok(resp),
+            Err(mut e) => match e.take_message() {
+                Some(back) => {
+                    let mut send = self.connect(&key).await?;
+                    send.send_request(back).await.map_err(H2Error::Exchange)
+                }
+                None => Err(H2Error::Exchange(e.into_error())),
+            },
         }
-        unreachable!("the second try returns")
+    }
+
+    fn conns(&self) -> std::sync::MutexGuard<'_, Conns> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn cached(&self, key: &Key) -> Option<SendRequest<UpstreamBody>> {
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let conn = conns.get_mut(key)?;
+        let mut conns = self.conns();
+        let conn = conns.by_endpoint.get_mut(key)?;
         if conn.send.is_closed() {
-            conns.remove(key);
+            conns.by_endpoint.remove(key);
             return None;
         }
         conn.used = Instant::now();
         Some(conn.send.clone())
-    }
-
-    fn forget(&self, key: &Key, send: &SendRequest<UpstreamBody>) {
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if conns.get(key).is_some_and(|c| c.send.is_closed()) || send.is_closed() {
-            conns.remove(key);
-        }
     }
 
     async fn connect(&self, key: &Key) -> Result<SendRequest<UpstreamBody>, H2Error> {
@@ -150,32 +151,24 @@ impl H2Client {
                 tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
             }
         });
-        self.sweep();
+        let now = Instant::now();
+        let mut conns = self.conns();
+        // Let go of connections unused for the idle timeout (endpoints a reload removed among
+        // them), at most once per idle timeout.
+        if now.duration_since(conns.swept) >= self.idle {
+            conns.swept = now;
+            let idle = self.idle;
+            conns
+                .by_endpoint
+                .retain(|_, c| !c.send.is_closed() && now.duration_since(c.used) < idle);
+        }
         // Two calls that found no connection may both have made one: the later one is kept,
         // the earlier one closes once its streams end.
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.insert(
-            key.clone(),
-            Conn {
-                send: send.clone(),
-                used: Instant::now(),
-            },
-        );
+        let conn = Conn {
+            send: send.clone(),
+            used: now,
+        };
+        conns.by_endpoint.insert(key.clone(), conn);
         Ok(send)
-    }
-
-    /// Lets go of connections unused for the idle timeout (endpoints a reload removed among
-    /// them). Runs when a connection is made, at most once per idle timeout.
-    fn sweep(&self) {
-        let now = Instant::now();
-        {
-            let mut swept = self.swept.lock().unwrap_or_else(|p| p.into_inner());
-            if now.duration_since(*swept) < self.idle {
-                return;
-            }
-            *swept = now;
-        }
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.retain(|_, c| !c.send.is_closed() && now.duration_since(c.used) < self.idle);
     }
 }

@@ -9,16 +9,6 @@ use tokio::net::TcpListener;
 use crate::hostile::{raw, status_of};
 use crate::support::*;
 
-/// An address that refuses connections, and the socket that keeps it so: bound but never
-/// listening, the port stays ours (a port merely closed could be handed to another test's
-/// upstream while this test still sends to it).
-async fn closed_port() -> (String, tokio::net::TcpSocket) {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = sock.local_addr().unwrap();
-    (format!("http://{addr}"), sock)
-}
-
 async fn scrape(admin: std::net::SocketAddr) -> String {
     get(&client(), &format!("http://{admin}/metrics"), &[])
         .await

@@ -32,8 +32,12 @@ struct Seen {
 
 /// A strict gRPC upstream, h2c or (with `tls`) h2 by ALPN. Each call ends with the
 /// `grpc-status` it asks for in `x-want-status` (default 0) and a `grpc-message` counting the
-/// bytes it got, in trailers, or in the headers alone with `x-trailers-only`.
-async fn strict_grpc_upstream(tls: Option<tokio_rustls::TlsAcceptor>) -> (String, Arc<Seen>) {
+/// bytes it got, in trailers, or in the headers alone with `x-trailers-only`. With `lifetime`,
+/// each connection is dropped that long after it was accepted, without a GOAWAY.
+async fn strict_grpc_upstream_for(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    lifetime: Option<std::time::Duration>,
+) -> (String, Arc<Seen>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     let seen = Arc::new(Seen::default());
@@ -52,17 +56,27 @@ async fn strict_grpc_upstream(tls: Option<tokio_rustls::TlsAcceptor>) -> (String
                     async move { answer(req, &seen).await }
                 });
                 let h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-                let _ = match tls {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(tls) => h2.serve_connection(TokioIo::new(tls), svc).await,
-                        Err(_) => return,
-                    },
-                    None => h2.serve_connection(TokioIo::new(stream), svc).await,
+                let serve = async {
+                    let _ = match tls {
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(tls) => h2.serve_connection(TokioIo::new(tls), svc).await,
+                            Err(_) => return,
+                        },
+                        None => h2.serve_connection(TokioIo::new(stream), svc).await,
+                    };
                 };
+                match lifetime {
+                    Some(d) => drop(tokio::time::timeout(d, serve).await),
+                    None => serve.await,
+                }
             });
         }
     });
     (url, seen)
+}
+
+async fn strict_grpc_upstream(tls: Option<tokio_rustls::TlsAcceptor>) -> (String, Arc<Seen>) {
+    strict_grpc_upstream_for(tls, None).await
 }
 
 type Frames = StreamBody<
@@ -268,5 +282,69 @@ async fn grpc_over_tls_reaches_an_https_upstream_and_is_judged() {
         "{calls:?}"
     );
     assert_eq!(seen.connections.load(Ordering::Relaxed), 1);
+    proxy.stop().await;
+}
+
+/// A gRPC canary whose port is closed: its calls are served by stable (nothing was sent), and
+/// counted as the canary's refused connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_to_a_dead_canary_is_served_by_stable() {
+    let (s, k) = upstreams().await;
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.percent = 100.0;
+    let (url, seen) = strict_grpc_upstream(None).await;
+    cfg.stable = vec![url];
+    let (closed, _held) = closed_port().await;
+    cfg.canary = vec![closed];
+    let proxy = cfg.start().await;
+    let h2 = h2_client();
+    for i in 0..5 {
+        let resp = h2
+            .request(call(&proxy.url("/pkg.Service/Method"), i, "0", false))
+            .await
+            .expect("the call passes");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-deployment-cohort"], "stable");
+        let collected = resp.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+    }
+    assert_eq!(seen.calls.lock().unwrap().len(), 5);
+    let m = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    assert!(
+        m.contains(r#"canary_upstream_failures_total{cohort="canary",kind="connect"} 5"#),
+        "{m}"
+    );
+    proxy.stop().await;
+}
+
+/// An upstream that drops each connection soon after accepting it: the next call finds its
+/// connection closed and goes on a new one, never a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_after_the_upstream_dropped_its_connection_goes_on_a_new_one() {
+    let (s, k) = upstreams().await;
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.percent = 0.0;
+    let lifetime = std::time::Duration::from_millis(200);
+    let (url, seen) = strict_grpc_upstream_for(None, Some(lifetime)).await;
+    cfg.stable = vec![url];
+    let proxy = cfg.start().await;
+    let h2 = h2_client();
+    for i in 0..3 {
+        let resp = h2
+            .request(call(&proxy.url("/pkg.Service/Method"), i, "0", false))
+            .await
+            .expect("the call passes");
+        assert_eq!(resp.status(), 200, "call {i}");
+        let collected = resp.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        tokio::time::sleep(lifetime * 2).await;
+    }
+    assert_eq!(seen.calls.lock().unwrap().len(), 3);
+    assert_eq!(seen.connections.load(Ordering::Relaxed), 3, "one per call");
+    let m = get(&client(), &proxy.admin_url("/metrics"), &[]).await.body;
+    assert!(
+        m.contains(r#"canary_errors_total{cohort="stable",version="v1.1.0"} 0"#),
+        "{m}"
+    );
     proxy.stop().await;
 }

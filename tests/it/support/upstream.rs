@@ -250,3 +250,13 @@ pub mod futures_core_like {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// An address that refuses connections, and the socket that keeps it so: bound but never
+/// listening, the port stays ours (a port merely closed could be handed to another test's
+/// upstream while this test still sends to it).
+pub async fn closed_port() -> (String, tokio::net::TcpSocket) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = sock.local_addr().unwrap();
+    (format!("http://{addr}"), sock)
+}
