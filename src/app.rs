@@ -100,6 +100,8 @@ impl App {
     pub async fn bind(config: Config, config_path: Option<PathBuf>) -> Result<App, AppError> {
         let config = Arc::new(config);
         let latch = latch_file::load(&config.state.path)?;
+        // The events span canary versions: kept whatever version the latch is for.
+        let events = latch.as_ref().map(|l| l.events.clone()).unwrap_or_default();
         let (latched, last_rollback, generation, rollout) = match latch {
             Some(l) if l.canary_version == config.canary.version => {
                 let rollout = restore_rollout(&config, l.rollout.as_ref());
@@ -142,6 +144,15 @@ impl App {
                 generation,
                 fleet: fleet.clone(),
                 rollout,
+                events,
+                notifier: Some(Arc::new(crate::notify::Notifier::new(
+                    metrics.clone(),
+                    crate::server::tls::client_config(config.proxy.upstream_ca_file.as_deref())
+                        .map_err(AppError::Tls)?,
+                ))),
+                history: Some(crate::control::history::History::load(
+                    &crate::control::history::path_for(&config.state.path),
+                )),
             },
         ));
         if let Some(f) = &fleet {
@@ -303,6 +314,7 @@ impl App {
         }
         // A failed flush says so itself.
         self.control.flush().await;
+        self.control.save_history().await;
         tracing::info!("stopped");
     }
 }

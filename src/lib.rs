@@ -17,6 +17,7 @@ pub mod fleet;
 pub mod http;
 pub mod judge;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod server;
 #[allow(unsafe_code)]

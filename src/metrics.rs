@@ -36,6 +36,10 @@ pub struct Metrics {
     pub rollout_state: GaugeVec,
     pub promote_evidence: GaugeVec,
     pub promote_bar: GaugeVec,
+    /// 1 for the state and versions in force (one series at a time).
+    pub info: GaugeVec,
+    pub reloads: IntCounterVec,
+    notify_failures: IntCounterVec,
 }
 
 #[derive(Clone)]
@@ -188,6 +192,27 @@ impl Metrics {
             "The evidence at which a promotion test passes.",
             &["test"],
         );
+        let info = gauge_vec(
+            &r,
+            "canary_info",
+            "1 for the canary's state and the versions in force.",
+            &["state", "stable_version", "canary_version"],
+        );
+        let reloads = counter_vec(
+            &r,
+            "canary_reloads_total",
+            "Config reloads, by result (ok, refused).",
+            &["result"],
+        );
+        for result in ["ok", "refused"] {
+            reloads.with_label_values(&[result]);
+        }
+        let notify_failures = counter_vec(
+            &r,
+            "canary_notify_failures_total",
+            "Failed notification attempts (and events dropped on a full queue), by target and event.",
+            &["target", "event"],
+        );
         for t in ["error_rate", "relative_error", "latency", "manual"] {
             rollbacks.with_label_values(&[t]);
         }
@@ -210,7 +235,26 @@ impl Metrics {
             rollout_state,
             promote_evidence,
             promote_bar,
+            info,
+            reloads,
+            notify_failures,
         }
+    }
+
+    /// Sets `canary_info` to the one series that stands now.
+    pub fn set_info(&self, state: &str, stable: &str, canary: &str) {
+        let l = [state, stable, canary];
+        if self.info.with_label_values(&l).get() == 1.0 {
+            return;
+        }
+        self.info.reset();
+        self.info.with_label_values(&l).set(1.0);
+    }
+
+    pub fn notify_failure(&self, target: &str, event: &str) {
+        self.notify_failures
+            .with_label_values(&[target, event])
+            .inc();
     }
 
     /// The fleet's series, registered only with `[fleet]`.

@@ -27,9 +27,11 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 const MAX_BODY: usize = 64 * 1024;
 
 /// Every endpoint and the methods it takes: the router below and the docs keep to this list.
-pub const ENDPOINTS: [(&str, &str); 13] = [
+pub const ENDPOINTS: [(&str, &str); 15] = [
     ("/canary/metrics", "GET"),
     ("/canary/status", "GET"),
+    ("/canary/events", "GET"),
+    ("/canary/history", "GET"),
     ("/canary/rollback", "POST"),
     ("/canary/resume", "POST"),
     ("/canary/promote", "POST"),
@@ -70,6 +72,7 @@ impl Handler for Admin {
         _as_came: Option<crate::http::fields::RequestHead<'_>>,
     ) -> Response<ProxyBody> {
         let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or("").to_string();
         let Some(&(_, allowed)) = ENDPOINTS.iter().find(|(p, _)| *p == path) else {
             return error(StatusCode::NOT_FOUND, &format!("no endpoint {path}"));
         };
@@ -79,7 +82,7 @@ impl Handler for Admin {
             return unauthorized();
         }
         if req.method() == Method::HEAD && allowed == "GET" {
-            let mut resp = self.read(&path);
+            let mut resp = self.read(&path, &query);
             *resp.body_mut() = ProxyBody::empty();
             return resp;
         }
@@ -87,7 +90,7 @@ impl Handler for Admin {
             return not_allowed(allowed);
         }
         if allowed == "GET" {
-            return self.read(&path);
+            return self.read(&path, &query);
         }
         if !self.authorised(&req) {
             tracing::warn!(action = %path, caller = %conn.peer, "admin call refused: missing or wrong token");
@@ -102,8 +105,16 @@ impl Handler for Admin {
 }
 
 impl Admin {
-    fn read(&self, path: &str) -> Response<ProxyBody> {
+    fn read(&self, path: &str, query: &str) -> Response<ProxyBody> {
         match path {
+            "/canary/events" => match report::number(query, "limit", 100, 1..=1000) {
+                Ok(limit) => json_response(StatusCode::OK, &report::events(&self.control, limit)),
+                Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
+            },
+            "/canary/history" => match report::number(query, "seconds", 3600, 1..=6 * 3600) {
+                Ok(s) => json_response(StatusCode::OK, &report::history(&self.control, s)),
+                Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
+            },
             "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
             "/readyz" if self.ready.load(Ordering::Acquire) => {
                 json_response(StatusCode::OK, &json!({"status": "ready"}))

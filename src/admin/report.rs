@@ -96,6 +96,53 @@ pub fn metrics(control: &Control) -> Value {
     })
 }
 
+/// A query parameter as a number in `range`, `default` when absent; an error says which.
+pub fn number(
+    query: &str,
+    key: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, String> {
+    let Some((_, v)) = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+    else {
+        return Ok(default);
+    };
+    v.parse::<u64>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            format!(
+                "{key}: a whole number from {} to {}, got {v:?}",
+                range.start(),
+                range.end()
+            )
+        })
+}
+
+/// `GET /canary/events`: the latest first.
+pub fn events(control: &Control, limit: u64) -> Value {
+    let list = control.events().latest(limit as usize);
+    json!({ "events": list.iter().map(|e| &**e).collect::<Vec<_>>() })
+}
+
+/// `GET /canary/history`: the points of the last `seconds`, oldest first, with what the
+/// charts need to read them (the slice length, the triggers' names in each point).
+pub fn history(control: &Control, seconds: u64) -> Value {
+    let table = control.table();
+    let now = crate::control::persist::ms(SystemTime::now());
+    let points = control.history().since(now, seconds);
+    json!({
+        "now": now,
+        "seconds": seconds,
+        "evaluate_every_ms": table.config.rollback.evaluate_every.as_millis() as u64,
+        "evidence_fields": ["cumulative", "window", "threshold_cumulative", "threshold_window"],
+        "points": points,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::go_duration;

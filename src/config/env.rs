@@ -72,7 +72,11 @@ impl EnvOverrides {
 }
 
 /// Every `CANARY_*` variable this program reads (the admin client's included).
-pub const KNOWN_VARS: [&str; 2] = ["CANARY_ADMIN_URL", FLEET_PASSWORD_VAR];
+pub const KNOWN_VARS: [&str; 3] = [
+    "CANARY_ADMIN_URL",
+    FLEET_PASSWORD_VAR,
+    super::notify::SECRET_VAR,
+];
 
 /// The `CANARY_*` variables that nothing reads, each with the closest known one: likely typos,
 /// said out loud (a warning, not an error: Kubernetes injects `CANARY_SERVICE_HOST` and the like
@@ -199,6 +203,11 @@ pub fn apply_env(
     }
     if let (Some(fleet), Some(pw)) = (&mut raw.fleet, env(FLEET_PASSWORD_VAR)) {
         fleet.password = Some(pw.trim_end_matches(['\r', '\n']).to_string());
+    }
+    if let Some(secret) = env(super::notify::SECRET_VAR) {
+        for n in &mut raw.notify {
+            n.env_secret = Some(secret.trim().to_string());
+        }
     }
     Ok(overrides)
 }

@@ -6,6 +6,7 @@ mod env;
 mod fleet;
 mod forced;
 mod identity;
+mod notify;
 mod raw;
 mod rollback;
 mod rollout;
@@ -21,6 +22,7 @@ pub use env::{apply_env, unknown_vars, EnvOverrides, ENV_VARS, KNOWN_VARS};
 pub use fleet::mask_password;
 pub use forced::ForcedCohort;
 pub use identity::IdentitySource;
+pub use notify::{mask_url, NotifyFormat, NotifyTarget, Secret, EVENTS};
 pub use raw::*;
 pub use rollback::IgnorePaths;
 
@@ -48,6 +50,8 @@ pub struct Config {
     pub fleet: Option<FleetConfig>,
     /// `[rollout]`: with it, the current step's percent is the canary's share.
     pub rollout: Option<RolloutConfig>,
+    /// `[[notify]]`: the webhooks told about transitions.
+    pub notify: Vec<NotifyTarget>,
     /// What the config was built from, with env overrides and defaults applied: `check` prints it.
     pub effective: RawConfig,
     /// Which keys the environment set, over what the file said.
@@ -340,6 +344,12 @@ impl Config {
         }
         if let Some(f) = &mut shown.fleet {
             f.redis = mask_password(&f.redis);
+        }
+        for n in &mut shown.notify {
+            n.url = mask_url(&n.url);
+            if !n.secret.is_empty() {
+                n.secret = "***".into();
+            }
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }

@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub fleet: Option<RawFleet>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RawRollout>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<RawNotify>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -294,4 +296,29 @@ impl Default for RawRollout {
             auto: true,
         }
     }
+}
+
+/// `[[notify]]`: a webhook told about every transition it asks for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    pub url: String,
+    /// Empty: every event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+    #[serde(default = "json_format")]
+    pub format: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<String>,
+    /// From `CANARY_NOTIFY_SECRET`, for a target with neither `secret` nor `secret_file`.
+    #[serde(skip)]
+    pub env_secret: Option<String>,
+}
+
+fn json_format() -> String {
+    "json".into()
 }

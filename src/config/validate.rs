@@ -312,6 +312,7 @@ pub(super) fn validate(
         Some(f) => Some(super::fleet::validate(&cx, f)?),
         None => None,
     };
+    let notify = super::notify::validate(&cx, &raw.notify)?;
 
     Ok(Config {
         proxy: ProxyConfig {
@@ -351,6 +352,7 @@ pub(super) fn validate(
         limits,
         fleet,
         rollout,
+        notify,
         effective: raw,
         env: overrides.clone(),
     })

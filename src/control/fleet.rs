@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::cohort::Cohort;
+use crate::control::events::Told;
 use crate::control::latch_file::RollbackRecord;
 use crate::control::persist::{from_ms, ms};
 use crate::control::routing::{CanaryState, RoutingTable};
@@ -42,6 +43,19 @@ impl LatchHolder for Control {
     async fn adopt(&self, remote: &RemoteLatch) {
         let _serial = self.transitions.lock().await;
         self.adopt_locked(remote).await;
+    }
+
+    /// Redis went out of reach: said once each time, by this replica.
+    async fn alone(&self, why: &str) {
+        let state = self.state_name(&self.router.load());
+        let replica = self
+            .fleet
+            .as_ref()
+            .map(|f| f.config.replica.as_str())
+            .unwrap_or("");
+        let why = format!("replica {replica}: {why}; serving and judging alone until it is back");
+        self.announce(Told::new("fleet_alone", state, state, why));
+        self.flush().await;
     }
 }
 
@@ -96,6 +110,14 @@ impl Control {
                     canary_version = %remote.version, delay_ms, before = "active", after = "rolled_back",
                     "rolled back by the fleet: replica {} decided; every new request now goes to stable", remote.by
                 );
+                let why = record
+                    .as_ref()
+                    .map_or("rolled back by the fleet".into(), |r| r.reason.clone());
+                let mut told = Told::new("rolled_back", "active", "rolled_back", why);
+                if let Some(r) = &record {
+                    told = told.trigger(&r.trigger).figures(r.figures.clone());
+                }
+                self.announce(told.by_replica(&remote.by));
                 self.set_last_rollback(record);
             }
             (false, true) => {
@@ -109,7 +131,12 @@ impl Control {
                 };
                 self.restart_judgement(&table);
                 *self.rollout() = crate::control::rollout_from_start(&table);
-                tracing::warn!(by = %remote.by, canary_version = %remote.version, delay_ms, before = "rolled_back", after = self.state_name(&table), "resumed by the fleet: replica {} re-armed the canary", remote.by);
+                let after = self.state_name(&table);
+                tracing::warn!(by = %remote.by, canary_version = %remote.version, delay_ms, before = "rolled_back", after, "resumed by the fleet: replica {} re-armed the canary", remote.by);
+                let why = "re-armed by the fleet with an empty window";
+                self.announce(
+                    Told::new("resumed", "rolled_back", after, why).by_replica(&remote.by),
+                );
             }
             _ => {}
         }
@@ -190,6 +217,9 @@ impl Control {
             }
             let now = self.router.load();
             tracing::info!(by = %remote.by, to_step = remote.step, from_percent = table.percent, to_percent = now.percent, "rollout step followed the fleet: replica {} advanced it", remote.by);
+            let why = format!("followed the fleet: {}% -> {}%", table.percent, now.percent);
+            let (before, after) = (self.state_name(&table), self.state_name(&now));
+            self.announce(Told::new("step_advanced", before, after, why).by_replica(&remote.by));
         } else if remote.step == offer.step && remote.paused != offer.paused {
             if let Some(ro) = self.rollout().as_mut() {
                 ro.paused = remote.paused.clone();

@@ -12,6 +12,9 @@ impl Control {
     pub(crate) fn publish(&self, table: &RoutingTable) {
         self.metrics.active.set((table.threshold_ppm > 0) as i64);
         self.metrics.traffic_percent.set(table.percent);
+        let c = &table.config;
+        self.metrics
+            .set_info(self.state_name(table), &c.stable.version, &c.canary.version);
         self.publish_rollout(table);
         let j = self.judgement();
         let (v, th) = (j.verdict(), j.thresholds());

@@ -39,6 +39,9 @@ pub struct LatchState {
     /// Where the rollout stands for this canary version (with `[rollout]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutRecord>,
+    /// The last events, oldest first (`GET /canary/events` after a restart).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<crate::notify::Event>,
 }
 
 /// A rollout's position on disk: a restart continues the step (its bake counts from `since`;
@@ -148,29 +151,33 @@ fn folder(path: &Path) -> PathBuf {
 
 /// Writes the latch atomically.
 pub fn save(path: &Path, state: &LatchState) -> Result<(), StateError> {
-    let err = |source| StateError::Write {
+    let body = serde_json::to_vec_pretty(state).expect("the latch serialises");
+    write_atomic(path, &body).map_err(|source| StateError::Write {
         path: path.into(),
         source,
-    };
+    })
+}
+
+/// Writes `body` (and a newline) to `path` so that a crash leaves the old file or the new one:
+/// a temp file in the same folder, fsync, rename, fsync of the folder.
+pub fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
     let dir = folder(path);
-    fs::create_dir_all(&dir).map_err(err)?;
+    fs::create_dir_all(&dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let body = serde_json::to_vec_pretty(state).expect("the latch serialises");
     let write = || -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
-        f.write_all(&body)?;
+        f.write_all(body)?;
         f.write_all(b"\n")?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
         File::open(&dir)?.sync_all()
     };
-    write().map_err(|e| {
+    write().inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
-        err(e)
     })
 }
 
@@ -193,6 +200,7 @@ mod tests {
             }),
             generation: 3,
             rollout: None,
+            events: Vec::new(),
         }
     }
 

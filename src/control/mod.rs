@@ -2,10 +2,13 @@
 //! resume, reset and reload. Transitions are serialised; the swap itself is one store and comes
 //! before any IO, so a rollback cannot be delayed or undone by a slow disk.
 
+pub mod events;
 pub mod fleet;
 pub mod gauges;
+pub mod history;
 pub mod latch_file;
 pub mod persist;
+pub mod rearm;
 pub mod reload;
 pub mod rollout;
 pub mod routing;
@@ -68,6 +71,9 @@ pub struct Control {
     /// The config file's bytes as the last reload read them (whatever asked for it), so the
     /// file watcher never reloads again what a SIGHUP just applied.
     read_config: Mutex<Option<Vec<u8>>>,
+    events: events::EventLog,
+    notifier: Option<Arc<crate::notify::Notifier>>,
+    history: history::History,
 }
 
 /// What a `Control` starts from besides the routing parts.
@@ -78,6 +84,10 @@ pub struct Start {
     pub generation: u64,
     pub fleet: Option<Arc<Fleet>>,
     pub rollout: Option<rollout::Rollout>,
+    /// The events a state file kept.
+    pub events: Vec<crate::notify::Event>,
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
+    pub history: Option<history::History>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -134,7 +144,13 @@ impl Control {
                     .as_ref()
                     .and_then(|p| std::fs::read(p).ok()),
             ),
+            events: events::EventLog::new(start.events),
+            notifier: start.notifier,
+            history: start.history.unwrap_or_else(history::History::empty),
         };
+        if let Some(n) = &c.notifier {
+            n.configure(&table.config.notify);
+        }
         c.publish(&table);
         c
     }
@@ -189,6 +205,7 @@ impl Control {
             (j.step(r, stable, canary), j.last_slow())
         };
         self.publish(table);
+        self.record_history(table, stable, canary).await;
         if let (Some(trigger), true, CanaryState::Active) = (verdict.fired, r.auto, table.state) {
             let reason = format!(
                 "the judge found the canary beyond its {} limit",
@@ -267,6 +284,12 @@ impl Control {
                 tracing::warn!(by = %remote.by, trigger, "rolled back; replica {} decided first and its record is kept", remote.by);
                 record = fleet::record_of(&remote).unwrap_or(record);
                 *lock(&self.last_rollback) = Some(record.clone());
+                self.announce(
+                    events::Told::new("rolled_back", before, "rolled_back", &record.reason)
+                        .trigger(&record.trigger)
+                        .figures(record.figures.clone())
+                        .by_replica(&remote.by),
+                );
                 self.persist(&cfg.state.path, &cfg.canary.version, true)
                     .await;
                 return Ok((
@@ -300,6 +323,12 @@ impl Control {
         );
         tracing::warn!(%reason, canary_version = %cfg.canary.version, caller = %crate::control::who(caller), before, after = "rolled_back", "rolled back");
         *lock(&self.last_rollback) = Some(record.clone());
+        self.announce(
+            events::Told::new("rolled_back", before, "rolled_back", reason)
+                .trigger(trigger)
+                .figures(record.figures.clone())
+                .by(caller),
+        );
         self.persist(&cfg.state.path, &cfg.canary.version, true)
             .await;
         if let Some(remote) = ahead {
@@ -314,73 +343,5 @@ impl Control {
                 forced: false,
             },
         ))
-    }
-
-    /// Re-arms a rolled-back canary with a fresh judgement.
-    pub async fn resume(&self, caller: Option<SocketAddr>) -> Result<Transition, ControlError> {
-        let _serial = self.transitions.lock().await;
-        // A resume starts the rollout again at its first step.
-        let swapped = self.router.update(|t| {
-            let percent = match &t.config.rollout {
-                Some(r) => r.steps[0],
-                None => t.percent,
-            };
-            (t.state == CanaryState::RolledBack).then(|| t.with(percent, false, &self.metrics))
-        });
-        let Some((_, table)) = swapped else {
-            let state = self.router.load().state;
-            return Err(ControlError::Conflict(format!(
-                "the canary is not rolled back (state: {})",
-                state.as_str()
-            )));
-        };
-        self.restart_judgement(&table);
-        *self.rollout() = rollout_from_start(&table);
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let after = self.state_name(&table);
-        tracing::warn!(caller = %crate::control::who(caller), canary_version = %table.config.canary.version, before = "rolled_back", after, "resumed: the canary is re-armed with an empty window");
-        self.persist(
-            &table.config.state.path,
-            &table.config.canary.version,
-            false,
-        )
-        .await;
-        if let Some(f) = &self.fleet {
-            let latch = crate::fleet::wire::Latch {
-                generation,
-                rolled_back: false,
-            };
-            if let Claim::Lost(remote) = f.claim(&table.config.canary.version, latch, "").await {
-                self.adopt_locked(&remote).await;
-            }
-        }
-        Ok(Transition {
-            before: "rolled_back",
-            after,
-            forced: false,
-        })
-    }
-
-    /// Clears the window and the judge's sums: a new stage with a fresh budget.
-    pub async fn reset(&self, caller: Option<SocketAddr>) -> Transition {
-        let _serial = self.transitions.lock().await;
-        let table = self.router.load();
-        self.restart_judgement(&table);
-        let state = self.state_name(&table);
-        tracing::info!(caller = %crate::control::who(caller), state, "window reset: a new judgement starts");
-        Transition {
-            before: state,
-            after: state,
-            forced: false,
-        }
-    }
-
-    pub(crate) fn restart_judgement(&self, table: &RoutingTable) {
-        // Counts recorded before now belong to the old judgement.
-        let _ = self.recorder.take_slice(Cohort::Stable);
-        let _ = self.recorder.take_slice(Cohort::Canary);
-        self.recorder.forget_identities();
-        *self.judgement() = Judgement::new(&table.config.rollback, SystemTime::now());
-        self.publish(table);
     }
 }

@@ -127,6 +127,7 @@ impl Control {
             last_rollback: self.last_rollback(),
             generation: self.generation.load(Ordering::Acquire),
             rollout: self.rollout_record(),
+            events: self.events().saved(),
         };
         let record = state.rollout.clone();
         let path = path.to_path_buf();

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::Config;
+use crate::control::events::Told;
 use crate::control::rollout::{gate_params, Rollout};
 use crate::control::routing::{CanaryState, RoutingTable};
 use crate::control::{Control, ControlError, Transition};
@@ -17,8 +18,33 @@ use crate::judge::promotion::Gate;
 
 impl Control {
     /// Re-reads the config file; a valid one is swapped in whole, an invalid one refused.
+    /// Told either way: `reloaded` with what changed, or `reload_refused` with why.
     pub async fn reload(&self, caller: Option<SocketAddr>) -> Result<Transition, ControlError> {
         let _serial = self.transitions.lock().await;
+        let outcome = self.reload_locked(caller).await;
+        let told = match &outcome {
+            Ok((t, what)) => {
+                self.metrics.reloads.with_label_values(&["ok"]).inc();
+                if let Some(n) = &self.notifier {
+                    n.configure(&self.router.load().config.notify);
+                }
+                Told::new("reloaded", t.before, t.after, what.clone())
+            }
+            Err(e) => {
+                self.metrics.reloads.with_label_values(&["refused"]).inc();
+                let state = self.state_name(&self.router.load());
+                Told::new("reload_refused", state, state, e.to_string())
+            }
+        };
+        self.announce(told.by(caller));
+        self.flush().await;
+        outcome.map(|(t, _)| t)
+    }
+
+    async fn reload_locked(
+        &self,
+        caller: Option<SocketAddr>,
+    ) -> Result<(Transition, String), ControlError> {
         let path = self.config_path.clone().ok_or_else(|| {
             ControlError::Invalid("this proxy was not started from a config file".into())
         })?;
@@ -117,11 +143,20 @@ impl Control {
             old_percent = old.percent, percent = table.percent, old_canary_version = %old.config.canary.version, canary_version = %table.config.canary.version,
             new_version, "config reloaded"
         );
-        Ok(Transition {
+        let what = if new_version {
+            format!(
+                "a new canary version: {} -> {} at {}%",
+                old.config.canary.version, table.config.canary.version, table.percent
+            )
+        } else {
+            format!("the canary's share {}% -> {}%", old.percent, table.percent)
+        };
+        let t = Transition {
             before,
             after: self.state_name(&table),
             forced: false,
-        })
+        };
+        Ok((t, what))
     }
 
     /// The share and the rollout a reload leaves: a new canary version starts at the first

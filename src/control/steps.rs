@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
+use crate::control::events::Told;
 use crate::control::rollout::{since, Rollout};
 use crate::control::routing::CanaryState;
 use crate::control::{Control, ControlError, Transition};
@@ -24,6 +25,7 @@ impl Control {
             return;
         }
         let now = SystemTime::now();
+        let before = self.state_name(&table);
         let advance = {
             let mut guard = self.rollout();
             let Some(ro) = guard.as_mut() else { return };
@@ -66,7 +68,28 @@ impl Control {
             }
             None => true,
         };
-        self.publish(&self.router.load());
+        let table = self.router.load();
+        self.publish(&table);
+        let after = self.state_name(&table);
+        if persist && after != before {
+            // The gate's own moves: ready for a promotion, holding past max_bake, complete.
+            let why = match after {
+                "ready" => "the gate opened: promote when ready (rollout.auto is off)".into(),
+                "complete" => "the last step's gate opened".into(),
+                "holding" => self
+                    .rollout()
+                    .as_ref()
+                    .and_then(|ro| ro.hold_reason(r))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            if !why.is_empty() {
+                let figures = self.gate_figures();
+                self.announce(Told::new(after, before, after, why).figures(figures));
+                self.flush().await;
+                return;
+            }
+        }
         if persist
             && self
                 .rollout()
@@ -106,6 +129,8 @@ impl Control {
             )));
         };
         let from = self.rollout().as_ref().map(|ro| ro.step).unwrap_or(0);
+        // The evidence that moved the step, before the new step's gate starts afresh.
+        let figures = self.gate_figures();
         if to >= r.steps.len() {
             // Promoting the last step completes the rollout: the share stays.
             if let Some(ro) = self.rollout().as_mut() {
@@ -130,6 +155,14 @@ impl Control {
         }
         let table = self.router.load();
         self.publish(&table);
+        let after = self.state_name(&table);
+        let told = if to >= r.steps.len() {
+            Told::new("complete", before, after, why)
+        } else {
+            let moved = format!("{why}: {}% -> {}%", r.steps[from], r.steps[to]);
+            Told::new("step_advanced", before, after, moved)
+        };
+        self.announce(told.by(caller).figures(figures));
         self.persist(
             &table.config.state.path,
             &table.config.canary.version,
@@ -201,6 +234,8 @@ impl Control {
             ro.paused = Some(who.clone());
         }
         self.sync_step_locked(PauseOp::Set(&who)).await;
+        let after = self.state_name(&self.router.load());
+        self.announce(Told::new("paused", before, after, reason).by(caller));
         self.settle(before).await
     }
 
@@ -228,6 +263,9 @@ impl Control {
         tracing::info!(caller = %crate::control::who(caller), "rollout continues at its step");
         let now = crate::control::persist::ms(SystemTime::now());
         self.sync_step_locked(PauseOp::Clear(now)).await;
+        let after = self.state_name(&self.router.load());
+        let why = "the rollout continues at its step";
+        self.announce(Told::new("continued", before, after, why).by(caller));
         self.settle(before).await
     }
 

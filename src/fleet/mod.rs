@@ -49,6 +49,8 @@ pub trait LatchHolder: Send + Sync + 'static {
     fn latch_now(&self) -> (String, wire::Latch, String);
     /// A latch the fleet holds: applied when it ranks above ours.
     fn adopt(&self, remote: &wire::RemoteLatch) -> impl std::future::Future<Output = ()> + Send;
+    /// Redis went out of reach (told once per outage).
+    fn alone(&self, why: &str) -> impl std::future::Future<Output = ()> + Send;
 }
 
 pub struct Fleet {

@@ -67,6 +67,7 @@ impl Fleet {
             }
             self.went_down();
             tracing::warn!(redis = %shown, "fleet: lost Redis; serving and judging alone until it is back (the latch stays as it is)");
+            control.alone("lost Redis").await;
             warned = Some(Instant::now());
         }
     }
@@ -96,7 +97,8 @@ impl Fleet {
                 self.reconcile(control).await;
             }
             Err(e) => {
-                tracing::warn!(redis = %mask_password(&self.config.redis), error = %e, "fleet: Redis is out of reach at start; serving and judging alone until it is back")
+                tracing::warn!(redis = %mask_password(&self.config.redis), error = %e, "fleet: Redis is out of reach at start; serving and judging alone until it is back");
+                control.alone("Redis is out of reach at start").await;
             }
         }
     }

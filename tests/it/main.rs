@@ -18,6 +18,7 @@ mod h1;
 mod hostile;
 mod latch;
 mod lifecycle;
+mod notify;
 mod operator;
 mod protocols;
 mod rollback;

@@ -4,9 +4,11 @@
 #![allow(dead_code)]
 
 mod binary;
+mod receiver;
 mod redis_server;
 mod upstream;
 pub use binary::*;
+pub use receiver::*;
 pub use redis_server::*;
 pub use upstream::*;
 

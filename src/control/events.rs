@@ -1,0 +1,154 @@
+//! What the control plane did, told: each transition becomes one `Event`, kept here (the last
+//! 1,000 in memory, the last 100 in the state file so a restart keeps them) and offered to the
+//! notifier. Telling never waits: the event is pushed and queued, and the transition goes on.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use crate::control::{lock, Control};
+use crate::notify::{delivery_id, Event};
+
+/// Events kept in memory (`GET /canary/events`).
+pub const KEPT: usize = 1000;
+/// Events written to the state file.
+pub const SAVED: usize = 100;
+
+/// The last `KEPT` events, oldest first.
+pub struct EventLog {
+    ring: Mutex<VecDeque<Arc<Event>>>,
+}
+
+impl EventLog {
+    /// Starts from the events a state file kept.
+    pub fn new(saved: Vec<Event>) -> EventLog {
+        let mut ring: VecDeque<Arc<Event>> = saved.into_iter().map(Arc::new).collect();
+        while ring.len() > KEPT {
+            ring.pop_front();
+        }
+        EventLog {
+            ring: Mutex::new(ring),
+        }
+    }
+
+    fn push(&self, e: Arc<Event>) {
+        let mut ring = lock(&self.ring);
+        if ring.len() == KEPT {
+            ring.pop_front();
+        }
+        ring.push_back(e);
+    }
+
+    /// Up to `limit` events, the latest first.
+    pub fn latest(&self, limit: usize) -> Vec<Arc<Event>> {
+        lock(&self.ring).iter().rev().take(limit).cloned().collect()
+    }
+
+    /// The last `SAVED`, oldest first: what the state file holds.
+    pub fn saved(&self) -> Vec<Event> {
+        let ring = lock(&self.ring);
+        let skip = ring.len().saturating_sub(SAVED);
+        ring.iter().skip(skip).map(|e| (**e).clone()).collect()
+    }
+}
+
+/// One transition to tell, built where it happens.
+pub(crate) struct Told {
+    event: &'static str,
+    before: &'static str,
+    after: &'static str,
+    reason: String,
+    trigger: Option<String>,
+    caller: String,
+    figures: Value,
+    /// Sent to the targets; off for what another replica decided (it tells, once).
+    send: bool,
+}
+
+impl Told {
+    pub(crate) fn new(
+        event: &'static str,
+        before: &'static str,
+        after: &'static str,
+        reason: impl Into<String>,
+    ) -> Told {
+        Told {
+            event,
+            before,
+            after,
+            reason: reason.into(),
+            trigger: None,
+            caller: "internal".into(),
+            figures: Value::Null,
+            send: true,
+        }
+    }
+
+    pub(crate) fn by(mut self, caller: Option<SocketAddr>) -> Told {
+        self.caller = crate::control::who(caller);
+        self
+    }
+
+    /// Decided by another replica of the fleet: kept here, told by that replica.
+    pub(crate) fn by_replica(mut self, replica: &str) -> Told {
+        self.caller = format!("replica {replica}");
+        self.send = false;
+        self
+    }
+
+    pub(crate) fn trigger(mut self, trigger: &str) -> Told {
+        self.trigger = Some(trigger.into());
+        self
+    }
+
+    pub(crate) fn figures(mut self, figures: Value) -> Told {
+        self.figures = figures;
+        self
+    }
+}
+
+impl Control {
+    /// Keeps the event and offers it to the targets. Callers write the state file after it
+    /// (most transitions do anyway), so a restart keeps it.
+    pub(crate) fn announce(&self, t: Told) -> Arc<Event> {
+        let table = self.router.load();
+        let c = &table.config;
+        let event = Arc::new(Event {
+            event: t.event.into(),
+            at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            delivery: delivery_id(),
+            state_before: t.before.into(),
+            state_after: t.after.into(),
+            stable_version: c.stable.version.clone(),
+            canary_version: c.canary.version.clone(),
+            reason: t.reason,
+            trigger: t.trigger,
+            caller: t.caller,
+            figures: t.figures,
+        });
+        self.events.push(event.clone());
+        if let (true, Some(n)) = (t.send, &self.notifier) {
+            n.send(&event);
+        }
+        event
+    }
+
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    /// The gate's evidence as a step event carries it.
+    pub(crate) fn gate_figures(&self) -> Value {
+        let table = self.router.load();
+        self.rollout_status(&table)
+            .map(|r| {
+                serde_json::json!({
+                    "step": r.step, "percent": r.percent, "canary_requests": r.canary_requests,
+                    "gate": r.gate,
+                })
+            })
+            .unwrap_or(Value::Null)
+    }
+}
