@@ -1,6 +1,6 @@
 //! The live dashboard, end to end in headless Chromium (driven over WebDriver by chromedriver):
-//! the page loads from the admin port, its charts move under traffic, and its rollback button
-//! rolls the canary back.
+//! the page opened after a rollback draws the server's history with the rollback marked, and
+//! its buttons act with the token; the rollout's ramp in words and its buttons.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,48 +85,96 @@ impl Driver {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_shows_live_charts_and_its_button_rolls_back() {
-    let (s, k) = upstreams().await;
+async fn opened_after_a_rollback_the_dashboard_shows_the_history_marked_and_its_buttons_work() {
+    let s = spawn_upstream("stable").await;
+    let bad = Behavior {
+        fail_every: 3,
+        ..Default::default()
+    };
+    let k = spawn_upstream_with("canary", bad).await;
     let mut cfg = Cfg::new(&s, &k);
     cfg.token = "tok".into();
-    cfg.rollback = "evaluate_every = \"250ms\"".into();
+    cfg.percent = 30.0;
+    cfg.rollback = "evaluate_every = \"250ms\"\nmin_requests = 200".into();
     let proxy = Arc::new(cfg.start().await);
-    // Traffic for the charts, bounded.
+    // Traffic for the charts, bounded; the judge rolls the failing canary back under it.
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = {
         let (proxy, stop) = (proxy.clone(), stop.clone());
         tokio::spawn(async move {
             let c = client();
-            let mut i = 0;
-            let until = Instant::now() + Duration::from_secs(60);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+            let until = Instant::now() + Duration::from_secs(90);
+            for i in 0.. {
+                if stop.load(Ordering::Relaxed) || Instant::now() > until {
+                    break;
+                }
                 get(&c, &proxy.url("/"), &[("x-user-id", &format!("u{i}"))]).await;
-                i += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(Duration::from_millis(3)).await;
             }
         })
     };
+    let until = Instant::now() + Duration::from_secs(40);
+    while admin_json(&proxy, "/canary/status").await["state"] != "rolled_back" {
+        assert!(Instant::now() < until, "the judge did not roll back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Some life after the rollback too, so the page has both sides of it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let page = Page::open(&proxy.admin_url("/")).await;
-    let (driver, at) = (&page.driver, |p: &str| page.at(p));
-    let script = |js: &str| json!({"script": js, "args": []});
+    let seen = "return window.__ready === true && window.__history.length >= 4 && \
+        document.querySelectorAll('svg.chart line.mark[data-event=rolled_back]').length === 5;";
+    page.until(
+        seen,
+        json!(true),
+        "the history with the rollback marked on all five charts",
+    )
+    .await;
+    let v = page
+        .js("const h = window.__history; return { canary: h.some(p => p.canary.rate > 0 && p.canary.errors > 20), \
+             stable: h.some(p => p.stable.rate > 0), share: h[h.length - 1].share, \
+             last: document.getElementById('last-rollback').textContent, \
+             words: document.getElementById('evidence').textContent, \
+             events: document.getElementById('events').textContent, \
+             rollback: document.getElementById('rollback').disabled, resume: document.getElementById('resume').disabled, \
+             axis: document.querySelector('#chart-rate svg text:last-of-type').textContent };")
+        .await;
+    assert_eq!(
+        v["canary"], true,
+        "the canary's errors before the rollback: {v}"
+    );
+    assert_eq!(v["stable"], true, "{v}");
+    assert_eq!(
+        v["share"], 0.0,
+        "nothing is sent to the canary after it: {v}"
+    );
+    let last = v["last"].as_str().unwrap();
+    assert!(
+        last.contains("error_rate") && last.contains("times likelier"),
+        "{last}"
+    );
+    assert!(
+        v["words"]
+            .as_str()
+            .unwrap()
+            .contains("the rollback fires at"),
+        "{v}"
+    );
+    assert!(v["events"].as_str().unwrap().contains("rolled back"), "{v}");
+    assert!(
+        v["axis"].as_str().unwrap().contains(':'),
+        "a time axis: {v}"
+    );
+    assert_eq!(
+        (v["rollback"].clone(), v["resume"].clone()),
+        (json!(true), json!(false))
+    );
 
-    // The charts move: samples accumulate, with canary and stable traffic in them.
-    let until = Instant::now() + Duration::from_secs(20);
-    let moving = loop {
-        let v = driver.call("POST", &at("/execute/sync"), Some(script("return { n: window.__samples.length, last: window.__samples[window.__samples.length - 1] || null, state: document.getElementById('state').dataset.state };"))).await.unwrap();
-        if v["n"].as_u64().unwrap_or(0) >= 3
-            && v["last"]["canary"]["rate"].as_f64().unwrap_or(0.0) > 0.0
-            && v["last"]["stable"]["rate"].as_f64().unwrap_or(0.0) > 0.0
-        {
-            break v;
-        }
-        assert!(Instant::now() < until, "the charts did not move: {v}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    assert_eq!(moving["state"], "active");
-
-    let shot = driver.call("GET", &at("/screenshot"), None).await.unwrap();
+    let shot = page
+        .driver
+        .call("GET", &page.at("/screenshot"), None)
+        .await
+        .unwrap();
     let png = base64_decode(shot.as_str().unwrap());
     assert!(png.starts_with(b"\x89PNG"), "a screenshot");
     let _ = std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/target"));
@@ -135,36 +183,37 @@ async fn the_dashboard_shows_live_charts_and_its_button_rolls_back() {
         &png,
     );
 
-    // The button asks for a reason and the token, then rolls back.
-    driver.call("POST", &at("/execute/sync"), Some(script("window.prompt = (q) => q.startsWith('Admin') ? 'tok' : 'rolled back from the browser'; return true;"))).await.unwrap();
+    // Resume through its button: a confirmation, then the token asked for once.
+    page.js("window.confirm = () => true; window.prompt = (q) => q.startsWith('Admin') ? 'tok' : 'rolled back from the browser'; return true;")
+        .await;
+    page.click("resume").await;
+    let state = "return document.getElementById('state').dataset.state;";
+    page.until(state, json!("active"), "resumed").await;
+    assert_eq!(
+        admin_json(&proxy, "/canary/status").await["state"],
+        "active"
+    );
+    page.until(
+        "return document.querySelectorAll('svg.chart line.mark[data-event=resumed]').length > 0;",
+        json!(true),
+        "the resume marked",
+    )
+    .await;
+    // And roll back again through its own, with the reason asked for.
     page.click("rollback").await;
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = driver
-            .call(
-                "POST",
-                &at("/execute/sync"),
-                Some(script(
-                    "return document.getElementById('state').dataset.state;",
-                )),
-            )
-            .await
-            .unwrap();
-        if v == "rolled_back" {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "the page never showed the rollback: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    page.until(state, json!("rolled_back"), "rolled back from the page")
+        .await;
     let status = admin_json(&proxy, "/canary/status").await;
-    assert_eq!(status["state"], "rolled_back");
     assert_eq!(
         status["last_rollback"]["reason"],
         "rolled back from the browser"
     );
+    let events = admin_json(&proxy, "/canary/events").await;
+    assert_eq!(events["events"][0]["event"], "rolled_back");
+    assert!(events["events"][0]["caller"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
     stop.store(true, Ordering::Relaxed);
     let _ = traffic.await;
 }
