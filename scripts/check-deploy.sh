@@ -102,7 +102,16 @@ for name, args in cases.items():
 exported = {"canary_requests_total", "canary_errors_total", "canary_latency_seconds_bucket", "canary_active",
             "canary_traffic_percent", "canary_rollbacks_total", "canary_upstream_failures_total",
             "canary_rejected_total", "canary_judge_evidence", "canary_judge_threshold",
-            "canary_fleet_replicas", "canary_fleet_redis_up", "canary_fleet_latch_propagation_seconds_bucket"}
+            "canary_fleet_replicas", "canary_fleet_redis_up", "canary_fleet_latch_propagation_seconds_bucket",
+            "canary_info", "canary_reloads_total", "canary_notify_failures_total"}
+# The dashboard keeps proxies apart: job and instance variables in every query.
+board = json.load(open("deploy/grafana/canary-proxy.json"))
+names = [v["name"] for v in board["templating"]["list"]]
+check({"job", "instance"} <= set(names), f"grafana: job and instance variables ({names})")
+for panel in board["panels"]:
+    for t in panel.get("targets", []):
+        check('instance=~"$instance"' in t["expr"], f"grafana: {panel['title']}: {t['expr']} ignores $instance")
+check(any("canary_rollbacks_total" in a["expr"] for a in board["annotations"]["list"]), "grafana: rollback annotations")
 text = open("deploy/grafana/canary-proxy.json").read() + open("deploy/prometheus/alerts.yml").read()
 used = set(re.findall(r"\bcanary_[a-z_]+", text)) - {"canary_proxy", "canary_version"}
 check(used <= exported, f"queries use metrics the proxy does not export: {sorted(used - exported)}")
@@ -113,6 +122,8 @@ print("deploy/: YAML, JSON, chart and metric names ok")
 PY
 
 promtool check rules deploy/prometheus/alerts.yml
+# The alerts' behaviour: the near-threshold warning stops once the canary is rolled back.
+promtool test rules deploy/prometheus/alerts.test.yml
 # The rendered chart's config and the Kubernetes one are valid canary-proxy configs (the token
 # file is replaced by a token: it only exists inside the pod).
 for f in target/helm-*.toml; do
