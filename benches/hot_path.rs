@@ -185,7 +185,7 @@ fn judge(c: &mut Criterion) {
     c.bench_function("prometheus encode", |b| b.iter(|| m.encode().len()));
 }
 
-criterion_group!(benches, cohort, record, judge, access_log, codec, h1);
+criterion_group!(benches, cohort, record, judge, history, access_log, codec, h1);
 criterion_main!(benches);
 
 fn access_log(c: &mut Criterion) {
@@ -312,5 +312,49 @@ fn h1(c: &mut Criterion) {
             );
             out.len()
         })
+    });
+}
+
+/// The history's cost per slice, and its once-a-minute save when both rings are full (six hours
+/// of one-second slices): what docs/PERFORMANCE.md quotes.
+fn history(c: &mut Criterion) {
+    use canary_proxy::control::history::{CohortPoint, History, Point};
+    let point = |t: u64| {
+        let k = CohortPoint {
+            requests: 950,
+            errors: 3,
+            p99_ms: Some(12.5),
+        };
+        Point {
+            t,
+            seconds: 1.0,
+            share: 5.0,
+            stable: k,
+            canary: k,
+            error_rate: [-3.2, -1.1, 8.58, 9.68],
+            relative_error: [0.4, 0.1, 7.89, 8.99],
+            latency: [-7.0, -2.0, 8.58, 9.68],
+        }
+    };
+    let h = History::empty();
+    let start = 1_800_000_000_000u64;
+    for i in 0..6 * 3600 {
+        h.record(point(start + i * 1000));
+    }
+    let (fine, coarse) = h.len();
+    let bytes = h.to_json().len();
+    eprintln!(
+        "history full: {fine} + {coarse} points, {} bytes each in memory, {bytes} bytes as JSON",
+        std::mem::size_of::<Point>()
+    );
+    let mut t = start + 6 * 3600 * 1000;
+    c.bench_function("history record one slice (rings full)", |b| {
+        b.iter(|| {
+            t += 1000;
+            h.record(point(t))
+        })
+    });
+    c.bench_function("history to JSON (rings full)", |b| {
+        b.iter(|| h.to_json().len())
     });
 }

@@ -81,7 +81,7 @@ pub fn slack_text(event: &Event) -> String {
                 e["threshold_cumulative"].as_f64().unwrap_or(0.0),
             );
             lines.push(format!(
-                "evidence: the data are e^{c:.1} ≈ {} times likelier if the canary breaks its {t} limit; the rollback fires at {th:.2}",
+                "evidence: the data are e^{c:.1} (≈ {}) times likelier if the canary breaks its {t} limit; the rollback fires at {th:.2}",
                 likelier(c)
             ));
         }

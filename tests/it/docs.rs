@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use canary_proxy::config::{RawConfig, RawFleet, RawRollout, RawTls};
+use canary_proxy::config::{RawConfig, RawFleet, RawNotify, RawRollout, RawTls};
 
 use crate::support::*;
 
@@ -30,6 +30,15 @@ fn code_keys() -> BTreeSet<String> {
     raw.canary.traffic_percent = Some(5.0);
     raw.canary.override_token_file = Some("f".into());
     raw.rollout = Some(RawRollout::default());
+    raw.notify = vec![RawNotify {
+        name: "n".into(),
+        url: "http://h/".into(),
+        events: vec!["rolled_back".into()],
+        format: "json".into(),
+        secret: "s".into(),
+        secret_file: Some("f".into()),
+        env_secret: None,
+    }];
     let value = toml::Value::try_from(&raw).unwrap();
     let mut keys = BTreeSet::new();
     fn walk(prefix: &str, v: &toml::Value, keys: &mut BTreeSet<String>) {
@@ -41,8 +50,15 @@ fn code_keys() -> BTreeSet<String> {
                     } else {
                         format!("{prefix}.{k}")
                     };
+                    // `[[notify]]`: an array of tables, documented as `notify.KEY`.
+                    let first_table = v
+                        .as_array()
+                        .and_then(|a| a.first())
+                        .filter(|t| t.is_table());
                     if v.is_table() {
                         walk(&key, v, keys);
+                    } else if let Some(t) = first_table {
+                        walk(&key, t, keys);
                     } else {
                         keys.insert(key);
                     }
@@ -79,7 +95,9 @@ fn the_config_reference_lists_every_key_and_no_other() {
     let mut named = BTreeSet::new();
     for line in sample.lines() {
         let l = line.trim_start_matches('#').trim();
-        if let Some(t) = l.strip_prefix('[').and_then(|l| l.split(']').next()) {
+        // `[table]` or `[[array of tables]]`.
+        let header = l.strip_prefix('[').map(|l| l.trim_start_matches('['));
+        if let Some(t) = header.and_then(|l| l.split(']').next()) {
             table = t.to_string();
             continue;
         }

@@ -146,6 +146,37 @@ async fn reload_applies_a_valid_file_and_refuses_an_invalid_one() {
         cohorts(&proxy, 30).await.iter().all(|c| c == "canary"),
         "the old config keeps serving"
     );
+    // Both are told and counted: the refusal with its reason, the reload with what changed.
+    let got = get(
+        &client(),
+        &format!("http://{}/canary/events", proxy.admin),
+        &[],
+    )
+    .await;
+    let events: Value = serde_json::from_str(&got.body).unwrap();
+    let (refused, reloaded) = (&events["events"][0], &events["events"][1]);
+    assert_eq!(refused["event"], "reload_refused", "{events}");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("traffic_percent"),
+        "{refused}"
+    );
+    assert_eq!(reloaded["event"], "reloaded", "{events}");
+    assert_eq!(reloaded["reason"], "the canary's share 0% -> 100%");
+    let m = get(&client(), &format!("http://{}/metrics", proxy.admin), &[])
+        .await
+        .body;
+    assert!(m.contains("canary_reloads_total{result=\"ok\"} 1"), "{m}");
+    assert!(
+        m.contains("canary_reloads_total{result=\"refused\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("canary_info{canary_version=\"v2\",stable_version="),
+        "{m}"
+    );
 
     // What is fixed at start (the threads, the fleet) is refused with a reason, not ignored.
     write_config(&config, &s, &k, "v2", 100.0);

@@ -115,5 +115,6 @@ pub(super) fn bad_canary() -> Behavior {
 
 mod judge;
 mod latch;
+mod notify;
 mod outage;
 mod rollout;
