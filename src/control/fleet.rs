@@ -96,6 +96,7 @@ impl Control {
             .at_ms()
             .map(|at| Duration::from_millis(now_ms().saturating_sub(at)));
         let delay_ms = delay.map(|d| d.as_millis() as u64);
+        let before = self.state_name(&table);
         match (theirs.rolled_back, rolled_back) {
             (true, false) => {
                 let Some((_, table)) = self.router.update(|t| {
@@ -113,7 +114,7 @@ impl Control {
                 let why = record
                     .as_ref()
                     .map_or("rolled back by the fleet".into(), |r| r.reason.clone());
-                let mut told = Told::new("rolled_back", "active", "rolled_back", why);
+                let mut told = Told::new("rolled_back", before, "rolled_back", why);
                 if let Some(r) = &record {
                     told = told.trigger(&r.trigger).figures(r.figures.clone());
                 }
