@@ -56,22 +56,15 @@ CONF
 # keep-alive to both upstreams, the cohort and the forwarded fields to the upstream (the
 # client's Host kept), the cohort and version on every answer.
 nginx_config() {
-  cat > "$1" <<CONF
-  worker_processes 1;
-  master_process off;
-  pid $1.pid;
-  error_log $1.err warn;
-  events { worker_connections 8192; }
-  http {
-    access_log off;
-    keepalive_requests 1000000;
-    split_clients "\${http_x_user_id}" \$cohort { 50% stable; * canary; }
-    map \$cohort \$version { stable v1; canary v2; }
-    upstream stable { server 127.0.0.1:$U1; keepalive 256; }
-    upstream canary { server 127.0.0.1:$U2; keepalive 256; }
-    server {
-      listen 127.0.0.1:$2 backlog=4096;
-      location / {
+  local extra=""
+  if [ -n "${3:-}" ]; then
+    # TLS 1.3 (h1 and h2 by ALPN) on $3, h2c (prior knowledge) on $4; certificate in $5.
+    extra="
+    server { listen 127.0.0.1:$3 ssl http2 backlog=4096; ssl_certificate $5/cert.pem; ssl_certificate_key $5/key.pem;
+      ssl_protocols TLSv1.3; ssl_session_cache shared:tls:10m; http2_max_concurrent_streams 128; location / { include $1.location; } }
+    server { listen 127.0.0.1:$4 http2 backlog=4096; http2_max_concurrent_streams 128; location / { include $1.location; } }"
+  fi
+  cat > "$1.location" <<CONF
         proxy_pass http://\$cohort;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
@@ -82,10 +75,51 @@ nginx_config() {
         proxy_set_header X-Deployment-Cohort \$cohort;
         add_header X-Deployment-Cohort \$cohort always;
         add_header X-Deployment-Version \$version always;
-      }
-    }
+CONF
+  cat > "$1" <<CONF
+  worker_processes 1;
+  master_process off;
+  pid $1.pid;
+  error_log $1.err warn;
+  events { worker_connections 8192; }
+  http {
+    access_log off;
+    keepalive_requests 1000000;
+    # A request body is streamed to the upstream as it comes, as canary-proxy does.
+    proxy_request_buffering off;
+    client_body_buffer_size 128k;
+    client_max_body_size 0;
+    split_clients "\${http_x_user_id}" \$cohort { 50% stable; * canary; }
+    map \$cohort \$version { stable v1; canary v2; }
+    upstream stable { server 127.0.0.1:$U1; keepalive 1024; }
+    upstream canary { server 127.0.0.1:$U2; keepalive 1024; }
+    server {
+      listen 127.0.0.1:$2 backlog=4096;
+      location / { include $1.location; }
+    }$extra
   }
 CONF
+}
+
+# tls_cert DIR: a throw-away P-256 certificate for 127.0.0.1 (cert.pem, key.pem, and both in
+# one file for HAProxy).
+tls_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null
+  cat "$1/cert.pem" "$1/key.pem" > "$1/both.pem"
+}
+
+# post_lua FILE BYTES: wrk POSTs a body of BYTES, each request with a fresh user id.
+post_lua() {
+  cat > "$1" <<LUA
+local n = 0
+local body = string.rep("x", $2)
+request = function()
+  n = n + 1
+  return wrk.format("POST", nil, { ["x-user-id"] = "user-" .. n, ["content-type"] = "application/octet-stream" }, body)
+end
+LUA
 }
 
 # Every request carries a fresh user id, so the cohort hash runs for real.

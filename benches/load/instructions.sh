@@ -7,9 +7,10 @@
 # instructions (the cohort hash counts ~3,500 instructions here, ~100 ns on the real CPU) and it
 # counts a `memcpy` by its loop. Compare binaries with it; quote time from compare.sh.
 #
-#   benches/load/instructions.sh BINARY [SECONDS]      (default 8)
+#   benches/load/instructions.sh BINARY [SECONDS] [BODY]   (default 8 s; BODY: POST bodies of
+#                                                           BODY bytes instead of GETs)
 set -euo pipefail
-BIN=${1:?usage: instructions.sh BINARY [SECONDS]}; SECS=${2:-8}
+BIN=${1:?usage: instructions.sh BINARY [SECONDS] [BODY]}; SECS=${2:-8}; BODY=${3:-}
 for p in valgrind wrk nginx curl; do
   command -v "$p" >/dev/null || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null; }
 done
@@ -18,6 +19,8 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep
 trap cleanup EXIT
 . "$(dirname "$0")/common.sh"
 start_upstreams 0
+LUA=$WORK/ids.lua
+[ -n "$BODY" ] && { post_lua "$WORK/post.lua" "$BODY"; LUA=$WORK/post.lua; }
 # count SECONDS: "requests instructions" of one run under cachegrind.
 count() {
   local p a vg total=0
@@ -29,9 +32,11 @@ count() {
   vg=$!
   for _ in $(seq 1 150); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.2; done
   if [ "$1" != 0 ]; then
-    total=$(wrk -t1 -c16 -d"$1s" -s "$WORK/ids.lua" "http://127.0.0.1:$p/" | awk '/requests in/ {print $1}')
+    total=$(wrk -t1 -c16 -d"$1s" -s "$LUA" "http://127.0.0.1:$p/" | awk '/requests in/ {print $1}')
   fi
   kill -TERM $vg; wait $vg || true
+  # CG_OUT=FILE keeps the loaded run's profile, for cg_annotate (where the instructions go).
+  [ "$1" != 0 ] && [ -n "${CG_OUT:-}" ] && cp "$WORK/cg.out" "$CG_OUT"
   echo "$((total + 1)) $(awk '/^summary:/ {print $2}' "$WORK/cg.out")"
 }
 read -r n0 i0 < <(count 0)

@@ -176,14 +176,14 @@ impl Admin {
                     .await
                     .map(|(_, t)| t)
             }
-            "/canary/resume" => self.control.resume(caller).await,
-            "/canary/promote" => self.control.promote(force, caller).await,
+            "/canary/resume" => self.control.resume(caller, reason.as_deref()).await,
+            "/canary/promote" => self.control.promote(force, caller, reason.as_deref()).await,
             "/canary/pause" => {
                 let why = reason.as_deref().unwrap_or("paused by an operator");
                 self.control.pause(why, caller).await
             }
-            "/canary/continue" => self.control.resume_rollout(caller).await,
-            "/canary/metrics/reset" => Ok(self.control.reset(caller).await),
+            "/canary/continue" => self.control.resume_rollout(caller, reason.as_deref()).await,
+            "/canary/metrics/reset" => Ok(self.control.reset(caller, reason.as_deref()).await),
             _ => self.control.reload(caller).await,
         };
         let action = path.trim_start_matches("/canary/");

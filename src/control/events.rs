@@ -54,6 +54,14 @@ impl EventLog {
     }
 }
 
+/// The caller's reason when it gave one, else what the transition does.
+pub(crate) fn said(reason: Option<&str>, default: &str) -> String {
+    match reason.map(str::trim) {
+        Some(r) if !r.is_empty() => r.to_string(),
+        _ => default.to_string(),
+    }
+}
+
 /// One transition to tell, built where it happens.
 pub(crate) struct Told {
     event: &'static str,

@@ -14,7 +14,11 @@ use crate::judge::judgement::Judgement;
 
 impl Control {
     /// Re-arms a rolled-back canary with a fresh judgement.
-    pub async fn resume(&self, caller: Option<SocketAddr>) -> Result<Transition, ControlError> {
+    pub async fn resume(
+        &self,
+        caller: Option<SocketAddr>,
+        reason: Option<&str>,
+    ) -> Result<Transition, ControlError> {
         let _serial = self.transitions.lock().await;
         // A resume starts the rollout again at its first step.
         let swapped = self.router.update(|t| {
@@ -36,7 +40,7 @@ impl Control {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let after = self.state_name(&table);
         tracing::warn!(caller = %crate::control::who(caller), canary_version = %table.config.canary.version, before = "rolled_back", after, "resumed: the canary is re-armed with an empty window");
-        let why = "re-armed with an empty window";
+        let why = crate::control::events::said(reason, "re-armed with an empty window");
         self.announce(Told::new("resumed", "rolled_back", after, why).by(caller));
         self.persist(
             &table.config.state.path,
@@ -61,13 +65,13 @@ impl Control {
     }
 
     /// Clears the window and the judge's sums: a new stage with a fresh budget.
-    pub async fn reset(&self, caller: Option<SocketAddr>) -> Transition {
+    pub async fn reset(&self, caller: Option<SocketAddr>, reason: Option<&str>) -> Transition {
         let _serial = self.transitions.lock().await;
         let table = self.router.load();
         self.restart_judgement(&table);
         let state = self.state_name(&table);
         tracing::info!(caller = %crate::control::who(caller), state, "window reset: a new judgement starts");
-        let why = "window reset: a new judgement starts";
+        let why = crate::control::events::said(reason, "window reset: a new judgement starts");
         self.announce(Told::new("reset", state, state, why).by(caller));
         self.flush().await;
         Transition {

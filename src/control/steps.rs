@@ -202,6 +202,7 @@ impl Control {
         &self,
         force: bool,
         caller: Option<SocketAddr>,
+        reason: Option<&str>,
     ) -> Result<Transition, ControlError> {
         let _serial = self.transitions.lock().await;
         self.mid_ramp("promote")?;
@@ -215,7 +216,11 @@ impl Control {
             ));
         }
         let why = if open { "promoted" } else { "forced promotion" };
-        self.move_locked(step + 1, why, caller, !open).await
+        let why = match reason.filter(|r| !r.trim().is_empty()) {
+            Some(r) => format!("{why} ({r})"),
+            None => why.into(),
+        };
+        self.move_locked(step + 1, &why, caller, !open).await
     }
 
     /// `POST /canary/pause`: holds at the current step; the judge still rolls back.
@@ -244,6 +249,7 @@ impl Control {
     pub async fn resume_rollout(
         &self,
         caller: Option<SocketAddr>,
+        reason: Option<&str>,
     ) -> Result<Transition, ControlError> {
         let _serial = self.transitions.lock().await;
         let table = self.router.load();
@@ -264,7 +270,7 @@ impl Control {
         let now = crate::control::persist::ms(SystemTime::now());
         self.sync_step_locked(PauseOp::Clear(now)).await;
         let after = self.state_name(&self.router.load());
-        let why = "the rollout continues at its step";
+        let why = crate::control::events::said(reason, "the rollout continues at its step");
         self.announce(Told::new("continued", before, after, why).by(caller));
         self.settle(before).await
     }

@@ -156,7 +156,14 @@ async fn slack_gets_text_and_each_target_only_the_events_it_asked_for() {
     .await;
     assert_eq!(got.status, 200);
     post_ok(proxy.admin, "/canary/metrics/reset").await;
-    post_ok(proxy.admin, "/canary/resume").await;
+    let got = admin_post(
+        proxy.admin,
+        "/canary/resume",
+        None,
+        r#"{"reason": "fixed in v1.2.1"}"#,
+    )
+    .await;
+    assert_eq!(got.status, 200);
     let chat = slack.wait_for(2).await;
     let text = chat[0].json()["text"].as_str().unwrap().to_string();
     assert!(
@@ -190,6 +197,12 @@ async fn slack_gets_text_and_each_target_only_the_events_it_asked_for() {
         .as_str()
         .unwrap()
         .starts_with("127.0.0.1:"));
+    // A manual action keeps the operator's reason, or says what it did.
+    assert_eq!(events["events"][0]["reason"], "fixed in v1.2.1");
+    assert_eq!(
+        events["events"][1]["reason"],
+        "window reset: a new judgement starts"
+    );
     let bad = get(&client(), &proxy.admin_url("/canary/events?limit=0"), &[]).await;
     assert_eq!(bad.status, 400, "{}", bad.body);
     proxy.stop().await;
