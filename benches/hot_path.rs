@@ -244,6 +244,7 @@ fn codec(c: &mut Criterion) {
                 "/checkout/cart?step=2",
                 black_box(&h),
                 "10.0.0.5:8080",
+                false,
             );
             out.len()
         })

@@ -1,4 +1,5 @@
-//! One attempt through hyper's clients (requests with a body, upgrades, gRPC, `https://`):
+//! One attempt of a request with a body, an upgrade, gRPC or to an `https://` endpoint — a body
+//! to a plain endpoint on the direct path, the rest through hyper's clients:
 //! the endpoint's target, the request timeout from the body handed over in full, and how a
 //! failed attempt is counted — for every carrier, `failed` backs a refusing endpoint off.
 
@@ -6,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
 
 use super::forward::{Carrier, Outcome};
 use super::Proxy;
@@ -60,12 +60,39 @@ impl Proxy {
             Some(w) => UpstreamBody::watched(w, table.config.timeouts.body_read),
             None => UpstreamBody::Empty,
         };
-        let req = Request::from_parts(parts, body);
         let started = Instant::now();
-        let mut pending = std::pin::pin!(async {
+        // A body to a plain endpoint takes the direct path (no upgrade: that is a tunnel).
+        let direct = !grpc
+            && watch.is_some()
+            && endpoint.scheme == http::uri::Scheme::HTTP
+            && !parts.headers.contains_key(http::header::UPGRADE);
+        if direct {
+            let mut body = std::pin::pin!(body);
+            let sending = async {
+                let r = self.direct.request_with_body(
+                    &endpoint.authority,
+                    &parts,
+                    started,
+                    body.as_mut(),
+                    timeout,
+                    false,
+                );
+                r.await
+                    .map(|resp| resp.map(ProxyBody::Direct))
+                    .map_err(|f| {
+                        let kind = client_failed(watch).map_or(f.kind, ExchangeError::client);
+                        (kind, f.detail)
+                    })
+            };
+            return self
+                .answered(pool, i, watch, sending, started, timeout)
+                .await;
+        }
+        let req = Request::from_parts(parts, body);
+        let pending = async {
             if grpc {
                 let r = self.h2.request(endpoint, req).await;
-                r.map_err(|e| {
+                r.map(|resp| resp.map(ProxyBody::Upstream)).map_err(|e| {
                     (
                         ExchangeError::classify_h2(&e, client_failed(watch)),
                         e.to_string(),
@@ -73,16 +100,30 @@ impl Proxy {
                 })
             } else {
                 let r = self.client.request(req).await;
-                r.map_err(|e| {
+                r.map(|resp| resp.map(ProxyBody::Upstream)).map_err(|e| {
                     (
                         ExchangeError::classify(&e, client_failed(watch)),
                         e.to_string(),
                     )
                 })
             }
-        });
+        };
+        self.answered(pool, i, watch, pending, started, timeout)
+            .await
+    }
 
-        // The request timeout and the latency start once the body is handed over in full.
+    /// Waits for `pending`'s answer: the request timeout and the latency start once the body
+    /// is handed over in full.
+    async fn answered(
+        &self,
+        pool: &Pool,
+        i: usize,
+        watch: Option<&Arc<BodyWatch>>,
+        pending: impl std::future::Future<Output = Result<Response<ProxyBody>, (ExchangeError, String)>>,
+        started: Instant,
+        timeout: std::time::Duration,
+    ) -> Outcome {
+        let mut pending = std::pin::pin!(pending);
         if let Some(w) = watch {
             tokio::select! {
                 biased;
@@ -128,14 +169,14 @@ impl Proxy {
         &self,
         pool: &Pool,
         i: usize,
-        r: Result<Response<Incoming>, (ExchangeError, String)>,
+        r: Result<Response<ProxyBody>, (ExchangeError, String)>,
         sent: Instant,
     ) -> Outcome {
         let latency = sent.elapsed();
         match r {
             Ok(resp) => {
                 pool.mark_ok(i);
-                Ok((resp.map(ProxyBody::Upstream), latency))
+                Ok((resp, latency))
             }
             Err((err, detail)) => Err(self.failed(pool, i, err, &detail, latency)),
         }

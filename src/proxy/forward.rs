@@ -135,8 +135,8 @@ impl Proxy {
     ) -> Outcome {
         let first = pool.pick(None);
         trace.endpoint = Some(first);
-        // Only a request without a body takes the direct path: a streamed request body (its
-        // stall and abort watch, its retry rules) stays with hyper's client.
+        // A request with a body goes through `attempt` (its stall and abort watch, its retry
+        // rules), which takes the direct path too where it can.
         let (raw, as_came) = match carrier {
             Carrier::Direct { raw_head, as_came } => (raw_head, as_came),
             _ => (false, None),

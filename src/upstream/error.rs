@@ -107,7 +107,7 @@ impl ExchangeError {
         }
     }
 
-    fn client(c: ClientFailure) -> Self {
+    pub fn client(c: ClientFailure) -> Self {
         match c {
             ClientFailure::Aborted => ExchangeError::ClientBody,
             ClientFailure::Stalled => ExchangeError::ClientStalled,

@@ -4,6 +4,7 @@
 mod access_log;
 mod admin;
 mod architecture;
+mod bodies;
 mod cli;
 mod cohorts;
 mod dashboard;

@@ -42,19 +42,28 @@ pub struct Head {
 }
 
 /// Writes `METHOD target HTTP/1.1`, the headers as they are, and `Host` when the request came
-/// without one (HTTP/1.0, or HTTP/2 without `:authority`).
+/// without one (HTTP/1.0, or HTTP/2 without `:authority`). `Expect` is not passed on: the body
+/// (if any) is streamed as it comes, so no upstream is asked for a `100 Continue`; `chunked`
+/// adds the framing of a body sent without a length.
 pub fn write_head(
     out: &mut Vec<u8>,
     method: &http::Method,
     target: &str,
     headers: &HeaderMap,
     authority: &str,
+    chunked: bool,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
     for (name, value) in headers {
+        if name == http::header::EXPECT {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());

@@ -202,6 +202,7 @@ mod tests {
             &target,
             &parts.headers,
             "up:8080",
+            false,
         );
         (mapped, raw)
     }

@@ -1,18 +1,20 @@
-//! The direct path: plain HTTP/1.1 to an `http://` endpoint for requests without a body, driven
-//! inside the client connection's own task.
+//! The direct path: plain HTTP/1.1 to an `http://` endpoint, driven inside the client
+//! connection's own task (a request with a body: `with_body`).
 //!
 //! hyper's pooled client runs every upstream connection in a task of its own and talks to it
 //! through channels: a request crosses two tasks and four queues, and its response body a
 //! fifth. Here the request head is written and the response read by the task that serves the
 //! client; the response body is read from the upstream socket as the client's connection asks
-//! for it, and the connection goes back to this worker's idle set when the body ends. Requests
-//! with a body, upgrades, gRPC and `https://` endpoints keep hyper's client (see `upstream`).
+//! for it, and the connection goes back to this worker's idle set when the body ends. Upgrades,
+//! gRPC and `https://` endpoints keep hyper's clients (see `upstream`).
 
 mod body;
 pub mod chunked;
 pub mod codec;
 pub mod forwarded;
 mod idle;
+mod send;
+mod with_body;
 
 use std::future::Future;
 use std::io;
@@ -170,7 +172,7 @@ impl DirectClient {
         exchange(conn, ask).await.map_err(Sent::into_failure)
     }
 
-    async fn connect(
+    pub(super) async fn connect(
         &self,
         authority: &Authority,
         deadline: Instant,
@@ -214,7 +216,7 @@ impl DirectClient {
 }
 
 /// How far an exchange got before it failed.
-enum Sent {
+pub(super) enum Sent {
     /// Nothing of an answer arrived: on a pooled connection, it had been closed.
     Nothing(io::Error),
     Broken(Failure),
@@ -230,7 +232,7 @@ impl Sent {
 }
 
 /// One request as asked of an upstream, and what its answer is read for.
-struct Ask<'a> {
+pub(super) struct Ask<'a> {
     method: &'a Method,
     target: &'a str,
     headers: &'a HeaderMap,
@@ -250,7 +252,7 @@ struct Ask<'a> {
     )>,
 }
 
-fn timed_out() -> Failure {
+pub(super) fn timed_out() -> Failure {
     Failure::new(
         ExchangeError::Timeout,
         "no response head within timeouts.request",
@@ -282,6 +284,7 @@ async fn exchange(
             ask.target,
             ask.headers,
             ask.authority,
+            false,
         ),
     }
     conn.timer.as_mut().reset(ask.deadline.into());
@@ -315,6 +318,15 @@ async fn answer(
     ask: &Ask<'_>,
 ) -> Result<codec::Head, Sent> {
     stream.write_all(head).await.map_err(Sent::Nothing)?;
+    read_head(stream, buf, ask).await
+}
+
+/// Reads the answer's head (skipping interim ones) into `buf` and parses it.
+pub(super) async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    ask: &Ask<'_>,
+) -> Result<codec::Head, Sent> {
     let mut got_any = !buf.is_empty();
     loop {
         match codec::parse_head(buf, ask.head_request, ask.raw) {
@@ -344,7 +356,7 @@ async fn answer(
 }
 
 /// A pooled connection that has something to read before we asked is closed (or broken).
-async fn still_open(conn: UpstreamConn) -> Option<UpstreamConn> {
+pub(super) async fn still_open(conn: UpstreamConn) -> Option<UpstreamConn> {
     let ready = std::future::poll_fn(|cx| {
         std::task::Poll::Ready(conn.stream.poll_read_ready(cx).is_ready())
     })

@@ -1,0 +1,118 @@
+//! The direct path for a request with a body (from hyper's server: `Content-Length` or
+//! `chunked`, HTTP/1.1 or HTTP/2) to an `http://` endpoint: the head and the body written by the
+//! client's own task (`send`), the answer read as for a bodiless request. The request timeout
+//! runs from the body handed over in full; a request whose body has begun to leave is never
+//! sent again, so a pooled connection is checked before it is used, and only a head that could
+//! not be written (nothing of the body read yet) goes again on a fresh connection.
+
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use http::header::CONTENT_LENGTH;
+use http::uri::Authority;
+use http::{Method, Response, Version};
+use tokio::io::AsyncWriteExt;
+
+use super::idle::Home;
+use super::send::{self, SendError};
+use super::{codec, read_head, still_open, timed_out, Ask, DirectBody, DirectClient, Failure};
+use crate::upstream::body::UpstreamBody;
+use crate::upstream::error::ExchangeError;
+
+impl DirectClient {
+    /// Sends `parts` and `body`, and reads the response head within `timeout` of the body's
+    /// end; the response body follows as the returned response's is read.
+    pub async fn request_with_body(
+        &self,
+        authority: &Authority,
+        parts: &http::request::Parts,
+        started: Instant,
+        body: Pin<&mut UpstreamBody>,
+        timeout: Duration,
+        raw: bool,
+    ) -> Result<Response<DirectBody>, Failure> {
+        let chunked = !parts.headers.contains_key(CONTENT_LENGTH);
+        let ask = Ask {
+            method: &parts.method,
+            target: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            headers: &parts.headers,
+            authority: authority.as_str(),
+            head_request: parts.method == Method::HEAD,
+            raw,
+            deadline: started + timeout,
+            as_came: None,
+        };
+        let (pooled, slot) = self.idle.checkout(authority, started);
+        let pooled = match pooled {
+            Some(c) => still_open(c).await,
+            None => None,
+        };
+        let fresh = pooled.is_none();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => Box::pin(self.connect(authority, ask.deadline)).await?,
+        };
+        let write = |conn: &mut super::UpstreamConn| {
+            conn.head.clear();
+            codec::write_head(
+                &mut conn.head,
+                ask.method,
+                ask.target,
+                ask.headers,
+                ask.authority,
+                chunked,
+            );
+        };
+        write(&mut conn);
+        if let Err(e) = conn.stream.write_all(&conn.head).await {
+            if fresh {
+                return Err(Failure::new(ExchangeError::Reset, e));
+            }
+            // Closed while pooled; nothing of the body has been read yet.
+            conn = Box::pin(self.connect(authority, ask.deadline)).await?;
+            write(&mut conn);
+            let written = conn.stream.write_all(&conn.head).await;
+            written.map_err(|e| Failure::new(ExchangeError::Reset, e))?;
+        }
+        let whole = match send::body(&mut conn.stream, &mut conn.buf, body, chunked).await {
+            Ok(send::Sent::Whole) => true,
+            Ok(send::Sent::Answered) => false,
+            Err(SendError::Client) => {
+                return Err(Failure::new(
+                    ExchangeError::ClientBody,
+                    "the client's body broke off",
+                ))
+            }
+            Err(SendError::Upstream(e)) => return Err(Failure::new(ExchangeError::Reset, e)),
+        };
+        conn.timer.as_mut().reset((Instant::now() + timeout).into());
+        let mut parsed = {
+            let super::UpstreamConn {
+                stream, buf, timer, ..
+            } = &mut conn;
+            let mut answer = pin!(read_head(stream, buf, &ask));
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = answer.as_mut().poll(cx) {
+                    return Poll::Ready(r.map_err(super::Sent::into_failure));
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(timed_out())),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await?
+        };
+        // An answer before the body's end leaves the upstream mid-request: not reused.
+        parsed.keep_alive &= whole;
+        let home = parsed
+            .keep_alive
+            .then(|| Home::new(self.idle.clone(), slot, started));
+        let mut resp = Response::new(DirectBody::new(conn, parsed.framing, home, parsed.raw));
+        *resp.status_mut() = parsed.status;
+        *resp.version_mut() = Version::HTTP_11;
+        *resp.headers_mut() = parsed.headers;
+        Ok(resp)
+    }
+}
