@@ -68,7 +68,8 @@ impl Proxy {
             && !parts.headers.contains_key(http::header::UPGRADE);
         if direct {
             let mut body = std::pin::pin!(body);
-            let sending = async {
+            // Pinned where it is made: the exchange's state is large, and moving it costs a copy.
+            let sending = std::pin::pin!(async {
                 let r = self.direct.request_with_body(
                     &endpoint.authority,
                     &parts,
@@ -83,13 +84,13 @@ impl Proxy {
                         let kind = client_failed(watch).map_or(f.kind, ExchangeError::client);
                         (kind, f.detail)
                     })
-            };
+            });
             return self
                 .answered(pool, i, watch, sending, started, timeout)
                 .await;
         }
         let req = Request::from_parts(parts, body);
-        let pending = async {
+        let pending = std::pin::pin!(async {
             if grpc {
                 let r = self.h2.request(endpoint, req).await;
                 r.map(|resp| resp.map(ProxyBody::Upstream)).map_err(|e| {
@@ -107,7 +108,7 @@ impl Proxy {
                     )
                 })
             }
-        };
+        });
         self.answered(pool, i, watch, pending, started, timeout)
             .await
     }
@@ -119,11 +120,13 @@ impl Proxy {
         pool: &Pool,
         i: usize,
         watch: Option<&Arc<BodyWatch>>,
-        pending: impl std::future::Future<Output = Result<Response<ProxyBody>, (ExchangeError, String)>>,
+        pending: std::pin::Pin<
+            &mut impl std::future::Future<Output = Result<Response<ProxyBody>, (ExchangeError, String)>>,
+        >,
         started: Instant,
         timeout: std::time::Duration,
     ) -> Outcome {
-        let mut pending = std::pin::pin!(pending);
+        let mut pending = pending;
         if let Some(w) = watch {
             tokio::select! {
                 biased;
