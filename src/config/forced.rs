@@ -30,27 +30,13 @@ pub(super) fn validate(cx: &Ctx, c: &RawCanary) -> Result<Option<ForcedCohort>, 
     })?;
     let token_header = http::HeaderName::from_bytes(format!("{header}-token").as_bytes())
         .map_err(|_| cx.err("canary.override_header", "a shorter header name"))?;
-    let token = match (&c.override_token_file, c.override_token.trim()) {
-        (Some(_), t) if !t.is_empty() => {
-            return Err(cx.err(
-                "canary.override_token_file",
-                "either `override_token` or `override_token_file`, not both",
-            ))
-        }
-        (Some(f), _) => {
-            let path = cx.path(f);
-            std::fs::read_to_string(&path)
-                .map_err(|e| {
-                    cx.err(
-                        "canary.override_token_file",
-                        format!("a readable file with the token ({}: {e})", path.display()),
-                    )
-                })?
-                .trim()
-                .to_string()
-        }
-        (None, t) => t.to_string(),
-    };
+    let token = cx
+        .secret(
+            ("canary.override_token", &c.override_token),
+            ("canary.override_token_file", c.override_token_file.as_ref()),
+            "the token",
+        )?
+        .unwrap_or_default();
     if token.len() < 8 {
         return Err(cx.err(
             "canary.override_token",

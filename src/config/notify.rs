@@ -139,26 +139,13 @@ pub(super) fn validate(cx: &Ctx, list: &[RawNotify]) -> Result<Vec<NotifyTarget>
                 ))
             }
         };
-        let secret = match (&n.secret_file, n.secret.trim()) {
-            (Some(_), s) if !s.is_empty() => {
-                return Err(cx.err(
-                    &key("secret_file"),
-                    "either `secret` or `secret_file`, not both",
-                ))
-            }
-            (Some(f), _) => {
-                let path = cx.path(f);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    cx.err(
-                        &key("secret_file"),
-                        format!("a readable file with the secret ({}: {e})", path.display()),
-                    )
-                })?;
-                Some(text.trim().to_string())
-            }
-            (None, "") => n.env_secret.clone(),
-            (None, s) => Some(s.to_string()),
-        };
+        let secret = cx
+            .secret(
+                (&key("secret"), &n.secret),
+                (&key("secret_file"), n.secret_file.as_ref()),
+                "the secret",
+            )?
+            .or_else(|| n.env_secret.clone());
         if secret.as_ref().is_some_and(|s| s.len() < 16) {
             return Err(cx.err(
                 &key("secret"),

@@ -53,6 +53,36 @@ impl Ctx<'_> {
         Ok(d)
     }
 
+    /// A secret given in the file (`value` at `key`) or in a file of its own (`file` at
+    /// `file_key`, read and trimmed), never both; `None` when neither is set. `what` names it in
+    /// errors ("the token").
+    pub(super) fn secret(
+        &self,
+        (key, value): (&str, &str),
+        (file_key, file): (&str, Option<&String>),
+        what: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        let short = |k: &str| k.rsplit('.').next().unwrap_or(k).to_string();
+        match (file, value.trim()) {
+            (Some(_), v) if !v.is_empty() => Err(self.err(
+                file_key,
+                format!("either `{}` or `{}`, not both", short(key), short(file_key)),
+            )),
+            (Some(f), _) => {
+                let path = self.path(f);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    self.err(
+                        file_key,
+                        format!("a readable file with {what} ({}: {e})", path.display()),
+                    )
+                })?;
+                Ok(Some(text.trim().to_string()))
+            }
+            (None, "") => Ok(None),
+            (None, v) => Ok(Some(v.to_string())),
+        }
+    }
+
     fn socket(&self, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
         text.parse().map_err(|_| {
             self.err(
@@ -163,33 +193,17 @@ pub(super) fn validate(
 
     // [admin]
     let admin_listen = cx.socket("admin.listen", &raw.admin.listen)?;
-    let token = match (&raw.admin.token_file, raw.admin.token.trim()) {
-        (Some(_), t) if !t.is_empty() => {
-            return Err(cx.err(
-                "admin.token_file",
-                "either `token` or `token_file`, not both",
-            ))
-        }
-        (Some(f), _) => {
-            let path = cx.path(f);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                cx.err(
-                    "admin.token_file",
-                    format!("a readable file with the token ({}: {e})", path.display()),
-                )
-            })?;
-            let t = text.trim().to_string();
-            if t.is_empty() {
-                return Err(cx.err(
-                    "admin.token_file",
-                    format!("a non-empty token in {}", path.display()),
-                ));
-            }
-            Some(t)
-        }
-        (None, "") => None,
-        (None, t) => Some(t.to_string()),
-    };
+    let token = cx.secret(
+        ("admin.token", &raw.admin.token),
+        ("admin.token_file", raw.admin.token_file.as_ref()),
+        "the token",
+    )?;
+    if let (Some(""), Some(f)) = (token.as_deref(), &raw.admin.token_file) {
+        return Err(cx.err(
+            "admin.token_file",
+            format!("a non-empty token in {}", cx.path(f).display()),
+        ));
+    }
     if raw.admin.protect_reads && token.is_none() {
         return Err(cx.err(
             "admin.protect_reads",

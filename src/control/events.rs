@@ -120,7 +120,7 @@ impl Told {
 impl Control {
     /// Keeps the event and offers it to the targets. Callers write the state file after it
     /// (most transitions do anyway), so a restart keeps it.
-    pub(crate) fn announce(&self, t: Told) -> Arc<Event> {
+    pub(crate) fn announce(&self, t: Told) {
         let table = self.router.load();
         let c = &table.config;
         let event = Arc::new(Event {
@@ -136,11 +136,10 @@ impl Control {
             caller: t.caller,
             figures: t.figures,
         });
-        self.events.push(event.clone());
         if let (true, Some(n)) = (t.send, &self.notifier) {
             n.send(&event);
         }
-        event
+        self.events.push(event);
     }
 
     pub fn events(&self) -> &EventLog {
@@ -158,5 +157,52 @@ impl Control {
                 })
             })
             .unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: usize) -> Arc<Event> {
+        Arc::new(Event {
+            event: "reset".into(),
+            at: String::new(),
+            delivery: n.to_string(),
+            state_before: "active".into(),
+            state_after: "active".into(),
+            stable_version: "v1".into(),
+            canary_version: "v2".into(),
+            reason: String::new(),
+            trigger: None,
+            caller: "internal".into(),
+            figures: Value::Null,
+        })
+    }
+
+    #[test]
+    fn the_log_keeps_the_last_thousand_and_saves_the_last_hundred() {
+        let log = EventLog::new((0..1_200).map(|n| (*event(n)).clone()).collect());
+        assert_eq!(
+            log.latest(5_000).len(),
+            KEPT,
+            "a long saved list is cut at start too"
+        );
+        for n in 1_200..1_500 {
+            log.push(event(n));
+        }
+        let latest = log.latest(5_000);
+        assert_eq!(latest.len(), KEPT);
+        assert_eq!(latest[0].delivery, "1499", "latest first");
+        assert_eq!(latest[KEPT - 1].delivery, "500");
+        let saved = log.saved();
+        assert_eq!(saved.len(), SAVED);
+        assert_eq!(
+            (
+                saved[0].delivery.as_str(),
+                saved[SAVED - 1].delivery.as_str()
+            ),
+            ("1400", "1499")
+        );
     }
 }

@@ -84,16 +84,11 @@ struct Rings {
     coarse: VecDeque<Point>,
 }
 
-fn push(ring: &mut VecDeque<Point>, p: Point, bucket_ms: u64) -> bool {
+/// Adds `p` to `ring`, merged into the last point when both fall in one bucket.
+fn push(ring: &mut VecDeque<Point>, p: Point, bucket_ms: u64) {
     match ring.back_mut() {
-        Some(last) if last.t / bucket_ms == p.t / bucket_ms => {
-            last.merge(&p);
-            false
-        }
-        _ => {
-            ring.push_back(p);
-            true
-        }
+        Some(last) if last.t / bucket_ms == p.t / bucket_ms => last.merge(&p),
+        _ => ring.push_back(p),
     }
 }
 

@@ -10,6 +10,7 @@ mod cohorts;
 mod dashboard;
 mod direct;
 mod docs;
+mod events;
 mod faults;
 mod fleet;
 mod forced;

@@ -4,7 +4,7 @@
 //! watched: an answer that comes before the body ends (a 413, a 401) ends the sending, and the
 //! connection is then not reused.
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use crate::upstream::body::UpstreamBody;
 
 /// How the sending ended.
-pub enum Sent {
+pub enum BodyEnd {
     /// The whole body went out.
     Whole,
     /// The upstream began its answer first (its bytes are in the read buffer).
@@ -31,19 +31,27 @@ pub enum SendError {
     Upstream(io::Error),
 }
 
-/// What is being written: a small piece of framing, then (maybe) a body frame's bytes.
+/// What is being written: a small piece of framing, then (maybe) a body frame's bytes. The
+/// framing's buffer is kept for the whole body: a chunk's size line allocates nothing.
 #[derive(Default)]
 struct Pending {
     framing: Vec<u8>,
     at: usize,
     data: Bytes,
-    /// The terminator (and trailers) are written: nothing follows.
-    last: bool,
+    /// A chunk's data is in hand: its CRLF follows it.
+    crlf: bool,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
         self.at == self.framing.len() && self.data.is_empty()
+    }
+
+    /// Starts a new piece of framing (the previous one is all written).
+    fn frame(&mut self) -> &mut Vec<u8> {
+        self.framing.clear();
+        self.at = 0;
+        &mut self.framing
     }
 }
 
@@ -51,10 +59,9 @@ impl Pending {
 pub async fn body(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    body: Pin<&mut UpstreamBody>,
+    mut body: Pin<&mut UpstreamBody>,
     chunked: bool,
-) -> Result<Sent, SendError> {
-    let mut body = body;
+) -> Result<BodyEnd, SendError> {
     let mut out = Pending::default();
     let mut ended = false;
     std::future::poll_fn(|cx| loop {
@@ -64,51 +71,47 @@ pub async fn body(
         }
         if out.is_empty() {
             if ended {
-                return Poll::Ready(Ok(Sent::Whole));
+                return Poll::Ready(Ok(BodyEnd::Whole));
             }
             match body.as_mut().poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(_))) => return Poll::Ready(Err(SendError::Client)),
                 Poll::Ready(None) => {
                     ended = true;
-                    out = Pending::default();
                     if chunked {
-                        out.framing.extend_from_slice(b"0\r\n\r\n");
-                        out.last = true;
+                        out.frame().extend_from_slice(b"0\r\n\r\n");
                     }
                     continue;
                 }
-                Poll::Ready(Some(Ok(frame))) => {
-                    out = Pending::default();
-                    match frame.into_data() {
-                        Ok(data) if data.is_empty() => continue,
-                        Ok(data) => {
-                            if chunked {
-                                out.framing = format!("{:x}\r\n", data.len()).into_bytes();
-                            }
-                            out.data = data;
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => continue,
+                    Ok(data) => {
+                        if chunked {
+                            let _ = write!(out.frame(), "{:x}\r\n", data.len());
+                            out.crlf = true;
                         }
-                        Err(frame) => {
-                            // Trailers end a chunked body; a sized body has nowhere for them.
-                            if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
-                                out.framing.extend_from_slice(b"0\r\n");
-                                for (name, value) in &trailers {
-                                    out.framing.extend_from_slice(name.as_str().as_bytes());
-                                    out.framing.extend_from_slice(b": ");
-                                    out.framing.extend_from_slice(value.as_bytes());
-                                    out.framing.extend_from_slice(b"\r\n");
-                                }
-                                out.framing.extend_from_slice(b"\r\n");
-                                out.last = true;
-                                ended = true;
-                            }
-                            continue;
-                        }
+                        out.data = data;
                     }
-                }
+                    Err(frame) => {
+                        // Trailers end a chunked body; a sized body has nowhere for them.
+                        if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
+                            let f = out.frame();
+                            f.extend_from_slice(b"0\r\n");
+                            for (name, value) in &trailers {
+                                f.extend_from_slice(name.as_str().as_bytes());
+                                f.extend_from_slice(b": ");
+                                f.extend_from_slice(value.as_bytes());
+                                f.extend_from_slice(b"\r\n");
+                            }
+                            f.extend_from_slice(b"\r\n");
+                            ended = true;
+                        }
+                        continue;
+                    }
+                },
             }
         }
-        match write_some(stream, &mut out, chunked, cx) {
+        match write_some(stream, &mut out, cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(e)) => return Poll::Ready(Err(SendError::Upstream(e))),
             Poll::Pending => return Poll::Pending,
@@ -117,25 +120,21 @@ pub async fn body(
     .await
 }
 
-/// `Some` when the upstream has begun an answer or closed: read what there is into `buf`.
+/// `Some` when the upstream has begun a final answer or closed; what it sent goes to `buf`.
 fn watch_upstream(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
-) -> Option<Result<Sent, SendError>> {
+) -> Option<Result<BodyEnd, SendError>> {
     if stream.poll_read_ready(cx).is_pending() {
         return None;
     }
     crate::http::bufpool::make_room(buf);
-    let mut scratch = [0u8; 4096];
-    match stream.try_read(&mut scratch) {
+    match stream.try_read_buf(buf) {
         Ok(0) => Some(Err(SendError::Upstream(
             io::ErrorKind::UnexpectedEof.into(),
         ))),
-        Ok(n) => {
-            buf.extend_from_slice(&scratch[..n]);
-            final_head_begun(buf).then_some(Ok(Sent::Answered))
-        }
+        Ok(_) => final_head_begun(buf).then_some(Ok(BodyEnd::Answered)),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
         Err(e) => Some(Err(SendError::Upstream(e))),
     }
@@ -161,11 +160,10 @@ fn final_head_begun(buf: &[u8]) -> bool {
     }
 }
 
-/// Writes what `out` holds (framing, data, and the chunk's closing CRLF) as far as it goes.
+/// Writes what `out` holds (framing, data, and a chunk's closing CRLF) as far as it goes.
 fn write_some(
     stream: &mut TcpStream,
     out: &mut Pending,
-    chunked: bool,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
     while !out.is_empty() {
@@ -178,10 +176,9 @@ fn write_some(
         let from_framing = n.min(framing.len());
         out.at += from_framing;
         out.data.advance(n - from_framing);
-        if out.is_empty() && chunked && !out.last && out.framing != b"\r\n" {
-            // A chunk's data is followed by its CRLF.
-            out.framing = b"\r\n".to_vec();
-            out.at = 0;
+        if out.is_empty() && out.crlf {
+            out.crlf = false;
+            out.frame().extend_from_slice(b"\r\n");
         }
     }
     Poll::Ready(Ok(()))

@@ -77,8 +77,8 @@ impl DirectClient {
             written.map_err(|e| Failure::new(ExchangeError::Reset, e))?;
         }
         let whole = match send::body(&mut conn.stream, &mut conn.buf, body, chunked).await {
-            Ok(send::Sent::Whole) => true,
-            Ok(send::Sent::Answered) => false,
+            Ok(send::BodyEnd::Whole) => true,
+            Ok(send::BodyEnd::Answered) => false,
             Err(SendError::Client) => {
                 return Err(Failure::new(
                     ExchangeError::ClientBody,

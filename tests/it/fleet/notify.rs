@@ -10,7 +10,7 @@ async fn a_fleet_rollback_is_sent_once_and_a_replica_left_alone_says_so() {
     let mut redis = RedisServer::start();
     let hook = spawn_receiver(&[], false).await;
     let (s, k) = upstreams().await;
-    let target = format!("\n[[notify]]\nname = \"ops\"\nurl = {:?}\n", hook.url());
+    let target = notify_target("ops", &hook.url(), "");
     let mut fleet = Vec::new();
     for n in ["a", "b"] {
         fleet.push(start_proxy(&(fleet_toml(&s, &k, &redis.url(), n, "") + &target)).await);

@@ -4,11 +4,15 @@
 #![allow(dead_code)]
 
 mod binary;
+mod browser;
 mod receiver;
+mod recorder;
 mod redis_server;
 mod upstream;
 pub use binary::*;
+pub use browser::*;
 pub use receiver::*;
+pub use recorder::*;
 pub use redis_server::*;
 pub use upstream::*;
 

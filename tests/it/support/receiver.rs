@@ -35,6 +35,11 @@ impl Delivery {
     }
 }
 
+/// A `[[notify]]` table for the test config's `extra`.
+pub fn notify_target(name: &str, url: &str, more: &str) -> String {
+    format!("\n[[notify]]\nname = {name:?}\nurl = {url:?}\n{more}\n")
+}
+
 pub struct Receiver {
     pub addr: SocketAddr,
     pub got: Arc<Mutex<Vec<Delivery>>>,
