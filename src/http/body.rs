@@ -15,30 +15,34 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum ClientBody {
     /// From hyper's server: HTTP/2, TLS, and HTTP/1 requests with a body or an upgrade.
     Hyper(Incoming),
-    /// From our own HTTP/1 server (`h1`), which takes only requests without a body.
+    /// A body our own HTTP/1 server (`h1`) reads for the handler (`fed`).
+    Fed(super::fed::FedBody),
+    /// No body (our own HTTP/1 server's bodiless requests).
     Empty,
 }
 
 impl ClientBody {
-    /// hyper's stream, when there is one with something in it.
-    pub fn into_stream(self) -> Option<Incoming> {
+    /// The body, when there is one with something in it.
+    pub fn into_stream(self) -> Option<ClientBody> {
         match self {
-            ClientBody::Hyper(b) if !b.is_end_stream() => Some(b),
-            _ => None,
+            ClientBody::Empty => None,
+            b if b.is_end_stream() => None,
+            b => Some(b),
         }
     }
 }
 
 impl Body for ClientBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::Fed(b) => Pin::new(b).poll_frame(cx),
             ClientBody::Empty => Poll::Ready(None),
         }
     }
@@ -46,6 +50,7 @@ impl Body for ClientBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Fed(b) => b.is_end_stream(),
             ClientBody::Empty => true,
         }
     }
@@ -53,6 +58,7 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::Fed(b) => b.size_hint(),
             ClientBody::Empty => SizeHint::with_exact(0),
         }
     }

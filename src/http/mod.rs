@@ -8,6 +8,8 @@
 pub mod body;
 pub mod bufpool;
 pub mod canned;
+pub mod chunked;
+pub mod fed;
 pub mod fields;
 pub mod headers;
 pub mod hop;

@@ -31,6 +31,10 @@ impl Proxy {
         // gRPC goes over HTTP/2 (h2c or h2 by ALPN): it needs trailers and streams; the rest
         // over HTTP/1.1.
         let grpc = matches!(carrier, Carrier::H2);
+        let (raw, as_came) = match carrier {
+            Carrier::Direct { raw_head, as_came } => (raw_head, as_came),
+            _ => (false, None),
+        };
         let authority = if grpc {
             // RFC 9113 §8.3.1: `:authority` is the client's Host, and no `host` beside it.
             let host = parts.headers.remove(http::header::HOST);
@@ -68,6 +72,7 @@ impl Proxy {
             && !parts.headers.contains_key(http::header::UPGRADE);
         if direct {
             let mut body = std::pin::pin!(body);
+            let as_came = as_came.map(|a| (&a.head.bytes[..], a.head.spans, a.hop));
             // Pinned where it is made: the exchange's state is large, and moving it costs a copy.
             let sending = std::pin::pin!(async {
                 let r = self.direct.request_with_body(
@@ -76,7 +81,7 @@ impl Proxy {
                     started,
                     body.as_mut(),
                     timeout,
-                    false,
+                    (raw, as_came),
                 );
                 r.await
                     .map(|resp| resp.map(ProxyBody::Direct))
@@ -88,6 +93,9 @@ impl Proxy {
             return self
                 .answered(pool, i, watch, sending, started, timeout)
                 .await;
+        }
+        if let Some(a) = as_came {
+            a.into_map(&mut parts);
         }
         let req = Request::from_parts(parts, body);
         let pending = std::pin::pin!(async {

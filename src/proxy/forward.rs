@@ -48,7 +48,7 @@ pub(super) struct AsCame<'a> {
 impl AsCame<'_> {
     /// Puts the head's fields into the map (our HTTP/1 server built none), less hop-by-hop
     /// ones, with the forwarded ones: for a client that needs a map.
-    fn into_map(self, parts: &mut http::request::Parts) {
+    pub(super) fn into_map(self, parts: &mut http::request::Parts) {
         parts.headers = crate::http::fields::to_map(self.head.bytes, self.head.spans);
         hop::strip(&mut parts.headers);
         headers::to_upstream(&mut parts.headers, self.hop);
@@ -146,10 +146,13 @@ impl Proxy {
             // Boxed: the common path's future (kept by hyper for the connection's whole life)
             // stays small.
             let carrier = match carrier {
+                // A body keeps its carrier: `attempt` takes the direct path where the endpoint
+                // allows, with the head as it came (its map is built only for hyper's client).
+                Carrier::Direct { .. } if !body.is_end_stream() => carrier,
                 Carrier::Direct { .. } => Carrier::H1,
                 c => c,
             };
-            if let Some(a) = as_came {
+            if let (Some(a), false) = (as_came, matches!(carrier, Carrier::Direct { .. })) {
                 a.into_map(parts);
             }
             let parts = take_parts(parts);

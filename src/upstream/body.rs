@@ -11,17 +11,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::sync::Notify;
 
-use crate::http::body::BoxError;
+use crate::http::body::{BoxError, ClientBody};
 
 /// Shared between the request-body stream and the exchange that waits on it.
 #[derive(Default)]
 pub struct BodyWatch {
     /// The client's body until the upstream connection first reads it: while it is still here,
     /// nothing was sent, so a failed connect may be retried on another endpoint.
-    pending: Mutex<Option<Incoming>>,
+    pending: Mutex<Option<ClientBody>>,
     sent_at: OnceLock<Instant>,
     bytes_in: std::sync::atomic::AtomicU64,
     /// 0: fine; `ABORTED`: the client's body broke; `STALLED`: it stopped past `body_read`.
@@ -40,7 +39,7 @@ pub enum ClientFailure {
 }
 
 impl BodyWatch {
-    pub fn new(body: Incoming) -> Arc<Self> {
+    pub fn new(body: ClientBody) -> Arc<Self> {
         Arc::new(BodyWatch {
             pending: Mutex::new(Some(body)),
             ..Default::default()
@@ -93,7 +92,7 @@ pub enum UpstreamBody {
     Empty,
     Watched {
         watch: Arc<BodyWatch>,
-        body: Option<Incoming>,
+        body: Option<ClientBody>,
         /// Reset on every frame: a client that sends nothing for `body_read` has stalled.
         stall: Pin<Box<tokio::time::Sleep>>,
         body_read: Duration,
@@ -169,7 +168,7 @@ impl Body for UpstreamBody {
                 }
             }
         }
-        polled.map(|f| f.map(|r| r.map_err(Into::into)))
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

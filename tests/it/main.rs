@@ -5,6 +5,7 @@ mod access_log;
 mod admin;
 mod architecture;
 mod bodies;
+mod bodies_in;
 mod cli;
 mod cohorts;
 mod dashboard;

@@ -80,6 +80,54 @@ pub(crate) fn acceptor(cert: &str, key: &str, alpn: &[u8]) -> tokio_rustls::TlsA
     tokio_rustls::TlsAcceptor::from(Arc::new(server))
 }
 
+/// An `https://localhost` upstream (HTTP/1.1) answering with `answer`, its CA written to
+/// `dir/upstream-ca.pem`; its port.
+pub(crate) async fn tls_upstream<F, Fut, B>(dir: &Path, answer: F) -> u16
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = http::Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (ca, cert, key) = test_pki();
+    std::fs::write(dir.join("upstream-ca.pem"), &ca).unwrap();
+    let acceptor = acceptor(&cert, &key, b"http/1.1");
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = l.accept().await {
+            let (acceptor, answer) = (acceptor.clone(), answer.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let svc = service_fn(move |req| {
+                    let answer = answer.clone();
+                    async move { Ok::<_, Infallible>(answer(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// A proxy whose stable pool is `https://localhost:PORT`, trusted through the CA that `dir`'s
+/// `upstream-ca.pem` holds; and its config.
+pub(crate) async fn proxy_to_tls_upstream(port: u16, dir: tempfile::TempDir) -> (TestProxy, Cfg) {
+    let (s, k) = upstreams().await;
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.percent = 0.0;
+    cfg.stable = vec![format!("https://localhost:{port}")];
+    let toml = cfg.toml().replace(
+        "[admin]",
+        "upstream_ca_file = \"upstream-ca.pem\"\n\n[admin]",
+    );
+    (start_proxy_in(&toml, dir).await, cfg)
+}
+
 fn write_pki(dir: &Path) -> String {
     let (ca, cert, key) = test_pki();
     std::fs::write(dir.join("server.pem"), cert).unwrap();
@@ -134,52 +182,27 @@ async fn tls_termination_over_http1_and_h2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_upstream_is_trusted_through_the_configured_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_pki();
-    std::fs::write(dir.path().join("upstream-ca.pem"), &ca).unwrap();
-    let acceptor = acceptor(&cert, &key, b"http/1.1");
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = l.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                // Echoes the fields the proxy forwards: a GET our HTTP/1 server read without a
-                // header map reaches hyper's client with one built from its head.
-                let svc = service_fn(|req: Request<Incoming>| async move {
-                    let field = |name: &str| {
-                        req.headers()
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("-")
-                            .to_string()
-                    };
-                    let echo = format!(
-                        "secure upstream {} {} {} {}",
-                        field("x-custom"),
-                        field("x-forwarded-for"),
-                        field("x-deployment-cohort"),
-                        field("keep-alive"),
-                    );
-                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(echo))))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    let (s, k) = upstreams().await;
-    let mut cfg = Cfg::new(&s, &k);
-    cfg.percent = 0.0;
-    cfg.stable = vec![format!("https://localhost:{port}")];
-    let toml = cfg.toml().replace(
-        "[admin]",
-        "upstream_ca_file = \"upstream-ca.pem\"\n\n[admin]",
-    );
-    let proxy = start_proxy_in(&toml, dir).await;
+    // Echoes the fields the proxy forwards: a GET our HTTP/1 server read without a header map
+    // reaches hyper's client with one built from its head.
+    let port = tls_upstream(dir.path(), |req: Request<Incoming>| async move {
+        let field = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string()
+        };
+        let echo = format!(
+            "secure upstream {} {} {} {}",
+            field("x-custom"),
+            field("x-forwarded-for"),
+            field("x-deployment-cohort"),
+            field("keep-alive"),
+        );
+        http::Response::new(Full::new(Bytes::from(echo)))
+    })
+    .await;
+    let (proxy, cfg) = proxy_to_tls_upstream(port, dir).await;
     let got = get(
         &client(),
         &proxy.url("/"),

@@ -1,30 +1,37 @@
-//! Our own HTTP/1.1 server for plain connections, for the requests that dominate a proxy's
-//! load: a head without a body. hyper's server spent more on the exchange than the proxy's own
-//! work (its dispatcher, its read buffer grown anew per request, its encoder); here a request is
-//! parsed in place, handed to the pipeline, and its answer written with one `send` when it is
-//! small, all inside the connection's task.
+//! Our own HTTP/1.1 server for plain connections, for the requests that make a proxy's load:
+//! heads without a body and bodies framed plainly (one `Content-Length`, or `chunked`). hyper's
+//! server spent more on the exchange than the proxy's own work (its dispatcher, its read
+//! buffer grown anew per request, its encoder, a channel hop per body frame); here a request is
+//! parsed in place, its body read as the handler asks (`body`), and its answer written with one
+//! `send` when it is small, all inside the connection's task.
 //!
-//! Anything else (a body, an upgrade, `Expect`, HTTP/1.0, a malformed or oversized head) is
-//! handed over to hyper's server with the bytes already read, and hyper serves the rest of the
-//! connection: every refusal and every streaming rule keeps one source.
+//! Anything else (an upgrade, odd framing, an `Expect` but `100-continue`, HTTP/1.0, a
+//! malformed or oversized head) is handed over to hyper's server with the bytes already read,
+//! and hyper serves the rest of the connection: every refusal keeps one source.
 
+pub mod body;
 pub mod request;
 pub mod response;
 mod rewind;
+mod scan;
+mod send;
 
 use std::future::{poll_fn, Future};
-use std::io::{self, IoSlice};
+use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::CONNECTION;
 use http::Method;
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use body::Reading;
+use send::{send_body, Feeding};
 use tokio_util::io::poll_read_buf;
 
 use crate::http::bufpool;
@@ -116,15 +123,29 @@ where
             bytes: &head.raw,
             spans: &spans,
         };
+        let mut reading = head.body;
+        let io_buf = (&mut io, &mut buf);
         let Some(resp) = answer(
-            &mut io, &mut buf, &handler, head.req, as_came, &conn, &settings,
+            io_buf,
+            &handler,
+            head.req,
+            as_came,
+            &conn,
+            &settings,
+            reading.as_mut(),
         )
         .await
         else {
             // The client hung up before its answer: nobody to write to.
             return Ok(Ended::Closed);
         };
+        if let Some(r) = reading.as_mut() {
+            r.answered();
+        }
+        // A body not read to its end leaves the connection mid-request: it cannot go on.
+        let unread = reading.as_ref().is_some_and(|r| !r.whole());
         let close = head.close
+            || unread
             || draining.load(Ordering::Relaxed)
             || resp
                 .headers()
@@ -136,14 +157,34 @@ where
         let raw = body.raw_head();
         response::write_head(&mut out, parts.status, &parts.headers, raw, framing, close);
         request::recycle(parts.headers);
-        let finished = send_body(&mut io, &mut out, body, framing, head.trailers).await?;
+        let mut feeding = Feeding {
+            reading: reading.as_mut().filter(|r| r.open()),
+            buf: &mut buf,
+        };
+        let finished = send_body(
+            &mut io,
+            &mut out,
+            body,
+            framing,
+            head.trailers,
+            &mut feeding,
+        );
+        let finished = finished.await?;
         drop(guard);
         if !finished {
             // The body broke off: the client must not take what it got for the whole answer.
             return Ok(Ended::Closed);
         }
         if close {
-            let _ = io.shutdown().await;
+            match reading {
+                Some(r) if !r.whole() => {
+                    drop(r);
+                    body::linger(&mut io, &mut buf).await;
+                }
+                _ => {
+                    let _ = io.shutdown().await;
+                }
+            }
             return Ok(Ended::Closed);
         }
         if out.capacity() > WRITE_AT * 2 {
@@ -171,26 +212,36 @@ fn read_first<I: AsyncRead>(
     Poll::Ready(Ok(got.len()))
 }
 
-/// Runs the pipeline for one request while watching the client: if it hangs up (end of stream
-/// or an error), the exchange is dropped (`None`), as hyper's server does. Bytes that arrive
-/// meanwhile (a pipelined request) wait in `buf`.
+/// Runs the pipeline for one request while feeding it its body and watching the client: if it
+/// hangs up (end of stream or an error), the exchange is dropped (`None`), as hyper's server
+/// does. Bytes that arrive after the body (a pipelined request) wait in `buf`.
 async fn answer<I, H>(
-    io: &mut I,
-    buf: &mut BytesMut,
+    (io, buf): (&mut I, &mut BytesMut),
     handler: &Arc<H>,
     req: http::Request<crate::http::body::ClientBody>,
     as_came: crate::http::fields::RequestHead<'_>,
     conn: &ClientConn,
     settings: &Settings,
+    mut reading: Option<&mut Reading>,
 ) -> Option<http::Response<H::Body>>
 where
-    I: AsyncRead + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
     let mut call = std::pin::pin!(handler.call(req, conn, Some(as_came)));
-    poll_fn(|cx| {
+    poll_fn(|cx| loop {
         if let Poll::Ready(resp) = call.as_mut().poll(cx) {
             return Poll::Ready(Some(resp));
+        }
+        if let Some(r) = reading.as_deref_mut() {
+            if r.open() && r.poll_feed(&mut *io, &mut *buf, cx).is_ready() {
+                // A frame for the handler (or the body's end): it runs again.
+                continue;
+            }
+            if !r.whole() {
+                // What the client sends now is the body's, read when it is asked for.
+                return Poll::Pending;
+            }
         }
         // Room is never made here: growing the buffer while the request's header values
         // still share it would copy it.
@@ -201,116 +252,9 @@ where
                 Poll::Pending => break,
             }
         }
-        Poll::Pending
+        return Poll::Pending;
     })
     .await
-}
-
-/// Sends the body with `framing` after the head waiting in `out`. Small pieces that are ready
-/// at once join the head, so a small answer leaves in one `send`. `Ok(false)`: the body broke
-/// off, and the connection must close without ending the answer.
-async fn send_body<I: AsyncWrite + Unpin>(
-    io: &mut I,
-    out: &mut Vec<u8>,
-    mut body: impl Answer,
-    framing: Framing,
-    trailers_wanted: bool,
-) -> io::Result<bool> {
-    let mut left = match framing {
-        Framing::None => {
-            io.write_all(out).await?;
-            return Ok(true);
-        }
-        Framing::Length(n) => n,
-        Framing::Chunked => u64::MAX,
-    };
-    let mut body = Pin::new(&mut body);
-    loop {
-        // What is ready now joins what is gathered; only a wait sends it first.
-        let frame = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
-            Poll::Ready(frame) => frame,
-            Poll::Pending => {
-                if !out.is_empty() {
-                    io.write_all(out).await?;
-                    out.clear();
-                }
-                poll_fn(|cx| body.as_mut().poll_frame(cx)).await
-            }
-        };
-        match frame {
-            None => break,
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "the answer's body broke off");
-                return Ok(false);
-            }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    if framing == Framing::Chunked {
-                        if data.is_empty() {
-                            continue;
-                        }
-                        response::chunk_start(out, data.len());
-                    } else if data.len() as u64 > left {
-                        tracing::warn!("an answer's body ran past its length; cut off");
-                        return Ok(false);
-                    } else {
-                        left -= data.len() as u64;
-                    }
-                    put(io, out, data).await?;
-                    if framing == Framing::Chunked {
-                        out.extend_from_slice(b"\r\n");
-                    }
-                }
-                Err(frame) => {
-                    if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), framing) {
-                        response::chunked_end(out, trailers_wanted.then_some(&trailers));
-                        io.write_all(out).await?;
-                        return Ok(true);
-                    }
-                }
-            },
-        }
-        if out.len() >= WRITE_AT {
-            io.write_all(out).await?;
-            out.clear();
-        }
-    }
-    match framing {
-        Framing::Chunked => response::chunked_end(out, None),
-        _ if left > 0 => {
-            tracing::warn!("an answer's body ended short of its length; cut off");
-            io.write_all(out).await?;
-            return Ok(false);
-        }
-        _ => {}
-    }
-    io.write_all(out).await?;
-    Ok(true)
-}
-
-/// Adds `data` to what is gathered: copied when small, else written out with it, uncopied.
-async fn put<I: AsyncWrite + Unpin>(
-    io: &mut I,
-    out: &mut Vec<u8>,
-    mut data: Bytes,
-) -> io::Result<()> {
-    if data.len() < COPY_MAX {
-        out.extend_from_slice(&data);
-        return Ok(());
-    }
-    let mut gathered = 0;
-    while gathered < out.len() || data.has_remaining() {
-        let slices = [IoSlice::new(&out[gathered..]), IoSlice::new(&data)];
-        let n = io.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        let from_out = n.min(out.len() - gathered);
-        gathered += from_out;
-        data.advance(n - from_out);
-    }
-    out.clear();
-    Ok(())
 }
 
 /// Our server's connection as the drain sees it: asked to drain, it finishes the request in

@@ -1,7 +1,9 @@
 //! The request heads our own HTTP/1 server takes, parsed with `httparse` (header values share
-//! the read buffer's bytes), and the rule for which it leaves to hyper: anything with a body,
-//! an upgrade, `Expect`, HTTP/1.0, `CONNECT`, or anything malformed or over the limits. hyper
-//! answers those exactly as it always did, so every refusal keeps one source.
+//! the read buffer's bytes), and the rule for which it leaves to hyper: an upgrade, HTTP/1.0,
+//! `CONNECT`, any framing but one plain `Content-Length` or one `Transfer-Encoding: chunked`
+//! (both together, two lengths, other codings: the smuggler's tools), an `Expect` but
+//! `100-continue`, or anything malformed or over the limits. hyper answers those exactly as it
+//! always did, so every refusal keeps one source.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -9,6 +11,8 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
+use super::body::Reading;
+use super::scan::scan;
 use crate::http::body::ClientBody;
 
 /// As many request headers as hyper's server is set to take (`server::http1_settings`).
@@ -26,6 +30,8 @@ pub struct Head {
     /// The head as it came (request line and fields): the direct path writes its fields on
     /// without going through the header map (`direct::forwarded`).
     pub raw: Bytes,
+    /// The request's body, read by the connection as the handler asks for it.
+    pub body: Option<Reading>,
 }
 
 // Returned once per request and unpacked at once: boxing the head would cost an allocation.
@@ -39,12 +45,6 @@ pub enum Parsed {
     Hyper,
     /// hyper's to answer, with these bytes first (the head already taken off the buffer).
     HyperFrom(Bytes),
-}
-
-/// What the header pass learned, before anything is taken off the buffer.
-struct Scan {
-    close: bool,
-    trailers: bool,
 }
 
 /// Parses one request head off the front of `buf`; `spans` gets where each field sits in
@@ -92,7 +92,8 @@ pub fn parse(buf: &mut BytesMut, max_head: usize, spans: &mut Vec<Span>, map: bo
     };
     if !map {
         // `httparse` has checked every name and value, as hyper relies on too.
-        let mut req = Request::new(ClientBody::Empty);
+        let (body, reading) = scan.body();
+        let mut req = Request::new(body);
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
@@ -101,6 +102,7 @@ pub fn parse(buf: &mut BytesMut, max_head: usize, spans: &mut Vec<Span>, map: bo
             close: scan.close,
             trailers: scan.trailers,
             raw: bytes,
+            body: reading,
         });
     }
     // Room for the forwarded headers the pipeline adds: growing the map would move it.
@@ -116,7 +118,8 @@ pub fn parse(buf: &mut BytesMut, max_head: usize, spans: &mut Vec<Span>, map: bo
         };
         headers.append(name, value);
     }
-    let mut req = Request::new(ClientBody::Empty);
+    let (body, reading) = scan.body();
+    let mut req = Request::new(body);
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
@@ -126,6 +129,7 @@ pub fn parse(buf: &mut BytesMut, max_head: usize, spans: &mut Vec<Span>, map: bo
         close: scan.close,
         trailers: scan.trailers,
         raw: bytes,
+        body: reading,
     })
 }
 
@@ -185,41 +189,6 @@ fn header_name(bytes: &[u8]) -> Option<HeaderName> {
         names[slot] = Some(name.clone());
         Some(name)
     })
-}
-
-/// Reads the headers that decide whether the request is ours; `None`: hyper's.
-fn scan(headers: &[httparse::Header<'_>]) -> Option<Scan> {
-    let mut scan = Scan {
-        close: false,
-        trailers: false,
-    };
-    for h in headers {
-        let name = h.name.as_bytes();
-        // Lengths first: most names are none of these, and are passed over by one compare.
-        match name.len() {
-            2 if name.eq_ignore_ascii_case(b"te") => {
-                scan.trailers = tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
-            }
-            6 if name.eq_ignore_ascii_case(b"expect") => return None,
-            7 if name.eq_ignore_ascii_case(b"upgrade") => return None,
-            10 if name.eq_ignore_ascii_case(b"connection")
-                && tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close")) =>
-            {
-                scan.close = true;
-            }
-            // A body, even an announced empty one with a transfer coding, is hyper's.
-            14 if name.eq_ignore_ascii_case(b"content-length") && h.value.trim_ascii() != b"0" => {
-                return None
-            }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return None,
-            _ => {}
-        }
-    }
-    Some(scan)
-}
-
-fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    v.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
 #[cfg(test)]
@@ -289,11 +258,28 @@ mod tests {
     }
 
     #[test]
-    fn bodies_upgrades_and_oddities_are_hypers() {
+    fn plain_bodies_are_ours_and_the_smugglers_framings_hypers() {
         for head in [
             "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
-            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked \r\n\r\n",
+            "PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 9\r\n\r\n",
+        ] {
+            let Parsed::Ours(got) = parsed(head) else {
+                panic!("{head:?}: not ours")
+            };
+            assert!(got.body.is_some(), "{head:?}");
+        }
+        for head in [
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4, 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +4\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             "PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+            "PUT / HTTP/1.1\r\nHost: x\r\nExpect: fancy\r\nContent-Length: 5\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             "GET / HTTP/1.0\r\n\r\n",
             "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
@@ -303,10 +289,11 @@ mod tests {
             assert!(matches!(parsed(head), Parsed::Hyper), "{head:?}");
         }
         // An announced empty body is no body.
-        assert!(matches!(
-            parsed("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
-            Parsed::Ours(_)
-        ));
+        let Parsed::Ours(got) = parsed("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        else {
+            panic!("not ours")
+        };
+        assert!(got.body.is_none());
     }
 
     #[test]

@@ -9,10 +9,10 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::chunked::{Chunked, Step};
 use super::codec::{Framing, Invalid};
 use super::idle::Home;
 use super::UpstreamConn;
+use crate::http::chunked::{Chunked, Step};
 use crate::http::lines::RawHead;
 
 /// Bigger reads for bigger bodies, within what a pooled connection may keep.
@@ -149,7 +149,7 @@ impl Body for DirectBody {
                         return Poll::Ready(None);
                     }
                     Ok(Step::More) => 0,
-                    Err(e) => return this.fail(e.into()),
+                    Err(e) => return this.fail(Invalid(e).into()),
                 },
                 State::Close => {
                     if !conn.buf.is_empty() {

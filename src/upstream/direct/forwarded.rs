@@ -43,6 +43,8 @@ impl<'r> Seen<'r> {
                 self.trusted
             }
             19 if name.eq_ignore_ascii_case(b"x-deployment-cohort") => false,
+            // The body is streamed as it comes: no upstream is asked for a `100 Continue`.
+            6 if name.eq_ignore_ascii_case(b"expect") => false,
             _ => true,
         }
     }

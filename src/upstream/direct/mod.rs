@@ -9,7 +9,6 @@
 //! gRPC and `https://` endpoints keep hyper's clients (see `upstream`).
 
 mod body;
-pub mod chunked;
 pub mod codec;
 pub mod forwarded;
 mod idle;

@@ -17,9 +17,20 @@ use tokio::io::AsyncWriteExt;
 
 use super::idle::Home;
 use super::send::{self, SendError};
-use super::{codec, read_head, still_open, timed_out, Ask, DirectBody, DirectClient, Failure};
+use super::{
+    codec, forwarded, read_head, still_open, timed_out, Ask, DirectBody, DirectClient, Failure,
+};
+use crate::http::fields::Fields;
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::error::ExchangeError;
+
+/// The client's head as our HTTP/1 server read it: its bytes, its fields' spans, what the
+/// forwarded fields need.
+type AsCame<'a> = (
+    &'a [u8],
+    &'a [crate::http::fields::Span],
+    &'a crate::http::headers::Hop<'a>,
+);
 
 impl DirectClient {
     /// Sends `parts` and `body`, and reads the response head within `timeout` of the body's
@@ -31,9 +42,15 @@ impl DirectClient {
         started: Instant,
         body: Pin<&mut UpstreamBody>,
         timeout: Duration,
-        raw: bool,
+        (raw, as_came): (bool, Option<AsCame<'_>>),
     ) -> Result<Response<DirectBody>, Failure> {
-        let chunked = !parts.headers.contains_key(CONTENT_LENGTH);
+        // Framed as the client framed it: a length stays a length, anything else is chunked.
+        let chunked = match as_came {
+            Some((head, spans, _)) => Fields::AsCame { head, spans }
+                .get(&CONTENT_LENGTH)
+                .is_none(),
+            None => !parts.headers.contains_key(CONTENT_LENGTH),
+        };
         let ask = Ask {
             method: &parts.method,
             target: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
@@ -42,7 +59,7 @@ impl DirectClient {
             head_request: parts.method == Method::HEAD,
             raw,
             deadline: started + timeout,
-            as_came: None,
+            as_came,
         };
         let (pooled, slot) = self.idle.checkout(authority, started);
         let pooled = match pooled {
@@ -56,14 +73,26 @@ impl DirectClient {
         };
         let write = |conn: &mut super::UpstreamConn| {
             conn.head.clear();
-            codec::write_head(
-                &mut conn.head,
-                ask.method,
-                ask.target,
-                ask.headers,
-                ask.authority,
-                chunked,
-            );
+            let out = &mut conn.head;
+            match ask.as_came {
+                Some((raw, spans, hop)) => {
+                    let (method, target) = (ask.method, ask.target);
+                    forwarded::write_head(out, method, target, (raw, spans), hop, ask.authority);
+                    if chunked {
+                        // Before the blank line that ends the head.
+                        out.truncate(out.len() - 2);
+                        out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+                    }
+                }
+                None => codec::write_head(
+                    out,
+                    ask.method,
+                    ask.target,
+                    ask.headers,
+                    ask.authority,
+                    chunked,
+                ),
+            }
         };
         write(&mut conn);
         if let Err(e) = conn.stream.write_all(&conn.head).await {

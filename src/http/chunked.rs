@@ -1,11 +1,10 @@
-//! The chunked transfer coding of a response body (RFC 9112 §7.1), decoded from the upstream
-//! connection's buffer a frame at a time: chunk sizes with `httparse`, extensions ignored,
-//! trailers passed on as a trailers frame.
+//! The chunked transfer coding (RFC 9112 §7.1), decoded from a connection's read buffer a frame
+//! at a time — an upstream's response body on the direct path, a client's request body in our
+//! own HTTP/1 server: chunk sizes with `httparse`, extensions ignored, trailers passed on as a
+//! trailers frame. An error says what was wrong; each side answers it its own way.
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
-
-use super::codec::Invalid;
 
 /// A chunk-size line (with extensions) or the trailer section may not be longer.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -34,7 +33,7 @@ pub enum Step {
 
 impl Chunked {
     /// Decodes what `buf` holds, as far as one frame.
-    pub fn step(&mut self, buf: &mut BytesMut) -> Result<Step, Invalid> {
+    pub fn step(&mut self, buf: &mut BytesMut) -> Result<Step, &'static str> {
         loop {
             match *self {
                 Chunked::Size => match httparse::parse_chunk_size(buf) {
@@ -47,10 +46,10 @@ impl Chunked {
                         };
                     }
                     Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
-                        return Err(Invalid("chunk size line too long"))
+                        return Err("chunk size line too long")
                     }
                     Ok(httparse::Status::Partial) => return Ok(Step::More),
-                    Err(_) => return Err(Invalid("bad chunk size")),
+                    Err(_) => return Err("bad chunk size"),
                 },
                 Chunked::Data(left) => {
                     if buf.is_empty() {
@@ -69,7 +68,7 @@ impl Chunked {
                         return Ok(Step::More);
                     }
                     if &buf[..2] != b"\r\n" {
-                        return Err(Invalid("chunk not followed by CRLF"));
+                        return Err("chunk not followed by CRLF");
                     }
                     buf.advance(2);
                     *self = Chunked::Size;
@@ -86,9 +85,9 @@ impl Chunked {
                             let mut map = HeaderMap::with_capacity(parsed.len());
                             for h in parsed {
                                 let name = HeaderName::from_bytes(h.name.as_bytes())
-                                    .map_err(|_| Invalid("bad trailer name"))?;
+                                    .map_err(|_| "bad trailer name")?;
                                 let value = HeaderValue::from_bytes(h.value)
-                                    .map_err(|_| Invalid("bad trailer value"))?;
+                                    .map_err(|_| "bad trailer value")?;
                                 map.append(name, value);
                             }
                             buf.advance(used);
@@ -96,10 +95,10 @@ impl Chunked {
                             return Ok(Step::Trailers(map));
                         }
                         Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILERS => {
-                            return Err(Invalid("trailers too large"))
+                            return Err("trailers too large")
                         }
                         Ok(httparse::Status::Partial) => return Ok(Step::More),
-                        Err(_) => return Err(Invalid("bad trailers")),
+                        Err(_) => return Err("bad trailers"),
                     }
                 }
                 Chunked::Done => return Ok(Step::End),
