@@ -47,6 +47,7 @@ impl Body for ClientBody {
         }
     }
 
+    #[inline]
     fn is_end_stream(&self) -> bool {
         match self {
             ClientBody::Hyper(b) => b.is_end_stream(),

@@ -98,7 +98,9 @@ impl Proxy {
             a.into_map(&mut parts);
         }
         let req = Request::from_parts(parts, body);
-        let pending = std::pin::pin!(async {
+        // Boxed: hyper's client futures are large (kilobytes), and inline they would make every
+        // attempt as large, the direct path's too, and every move of one a copy of that size.
+        let mut pending = Box::pin(async {
             if grpc {
                 let r = self.h2.request(endpoint, req).await;
                 r.map(|resp| resp.map(ProxyBody::Upstream)).map_err(|e| {
@@ -117,7 +119,7 @@ impl Proxy {
                 })
             }
         });
-        self.answered(pool, i, watch, pending, started, timeout)
+        self.answered(pool, i, watch, pending.as_mut(), started, timeout)
             .await
     }
 

@@ -93,8 +93,10 @@ pub enum UpstreamBody {
     Watched {
         watch: Arc<BodyWatch>,
         body: Option<ClientBody>,
-        /// Reset on every frame: a client that sends nothing for `body_read` has stalled.
-        stall: Pin<Box<tokio::time::Sleep>>,
+        /// Armed when the body first has to be waited for (a small body that came with its
+        /// head never arms it: no timer per request), reset on every frame after: a client that
+        /// sends nothing for `body_read` has stalled.
+        stall: Option<Pin<Box<tokio::time::Sleep>>>,
         body_read: Duration,
     },
 }
@@ -104,7 +106,7 @@ impl UpstreamBody {
         UpstreamBody::Watched {
             watch: watch.clone(),
             body: None,
-            stall: Box::pin(tokio::time::sleep(body_read)),
+            stall: None,
             body_read,
         }
     }
@@ -155,13 +157,14 @@ impl Body for UpstreamBody {
                 }
                 if body.as_ref().is_some_and(|b| b.is_end_stream()) {
                     watch.finish(None)
-                } else {
+                } else if let Some(stall) = stall {
                     stall
                         .as_mut()
                         .reset(tokio::time::Instant::now() + *body_read);
                 }
             }
             Poll::Pending => {
+                let stall = stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(*body_read)));
                 if stall.as_mut().poll(cx).is_ready() {
                     watch.finish(Some(STALLED));
                     return Poll::Ready(Some(Err(Box::new(BodyStalled))));

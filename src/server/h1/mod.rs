@@ -132,7 +132,7 @@ where
             as_came,
             &conn,
             &settings,
-            reading.as_mut(),
+            reading.as_deref_mut(),
         )
         .await
         else {
@@ -158,7 +158,7 @@ where
         response::write_head(&mut out, parts.status, &parts.headers, raw, framing, close);
         request::recycle(parts.headers);
         let mut feeding = Feeding {
-            reading: reading.as_mut().filter(|r| r.open()),
+            reading: reading.as_deref_mut().filter(|r| r.open()),
             buf: &mut buf,
         };
         let finished = send_body(

@@ -30,8 +30,9 @@ pub struct Head {
     /// The head as it came (request line and fields): the direct path writes its fields on
     /// without going through the header map (`direct::forwarded`).
     pub raw: Bytes,
-    /// The request's body, read by the connection as the handler asks for it.
-    pub body: Option<Reading>,
+    /// The request's body, read by the connection as the handler asks for it. Boxed: a head is
+    /// moved a few times, and most carry none.
+    pub body: Option<Box<Reading>>,
 }
 
 // Returned once per request and unpacked at once: boxing the head would cost an allocation.

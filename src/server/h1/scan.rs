@@ -20,7 +20,8 @@ pub(super) struct Scan {
 
 impl Scan {
     /// The body and the handler's end of it.
-    pub fn body(&self) -> (ClientBody, Option<Reading>) {
+    #[inline]
+    pub fn body(&self) -> (ClientBody, Option<Box<Reading>>) {
         let coding = match self.length {
             _ if self.chunked => Coding::Chunked(Chunked::Size),
             Some(n) if n > 0 => Coding::Length(n),
@@ -29,7 +30,7 @@ impl Scan {
         let (body, feed) = fed::channel(self.length);
         (
             ClientBody::Fed(body),
-            Some(Reading::new(feed, coding, self.expect)),
+            Some(Box::new(Reading::new(feed, coding, self.expect))),
         )
     }
 }
