@@ -1,5 +1,6 @@
 //! A request body on the direct path: streamed from the client's body to the upstream socket
-//! as it comes — one frame in hand at a time, so a connection holds one bounded buffer — framed
+//! as it comes, after its head (a frame ready at once leaves with it) — one frame in hand at a
+//! time, so a connection holds one bounded buffer — framed
 //! as the client framed it (its `Content-Length`, else `chunked`), while the upstream is
 //! watched: an answer that comes before the body ends (a 413, a 401) ends the sending, and the
 //! connection is then not reused.
@@ -31,53 +32,84 @@ pub enum SendError {
     Upstream(io::Error),
 }
 
-/// What is being written: a small piece of framing, then (maybe) a body frame's bytes. The
-/// framing's buffer is kept for the whole body: a chunk's size line allocates nothing.
-#[derive(Default)]
-struct Pending {
+/// What is being written: the head, then a piece of framing and (maybe) a body frame's bytes.
+/// It starts with the request head, so that a body frame ready at once leaves in the same
+/// `writev` (one syscall, not two); the framing's buffer is kept for the whole body: a chunk's
+/// size line allocates nothing. The caller keeps it: a send that wrote nothing may go again on
+/// another connection, from where it stood.
+pub struct Pending {
     framing: Vec<u8>,
     at: usize,
     data: Bytes,
     /// A chunk's data is in hand: its CRLF follows it.
     crlf: bool,
+    /// The body's end has been framed (or reached).
+    ended: bool,
+    /// A byte has left: the request can no longer go elsewhere.
+    wrote: bool,
 }
 
 impl Pending {
+    /// Starts with `head` (its buffer is handed back by `into_head`).
+    pub fn new(head: Vec<u8>) -> Self {
+        Pending {
+            framing: head,
+            at: 0,
+            data: Bytes::new(),
+            crlf: false,
+            ended: false,
+            wrote: false,
+        }
+    }
+
+    /// Nothing of the request has been written yet.
+    pub fn untouched(&self) -> bool {
+        !self.wrote
+    }
+
+    pub fn into_head(mut self) -> Vec<u8> {
+        self.framing.clear();
+        self.framing
+    }
+
     fn is_empty(&self) -> bool {
         self.at == self.framing.len() && self.data.is_empty()
     }
 
-    /// Starts a new piece of framing (the previous one is all written).
+    /// Room for the next piece of framing, after what is still unwritten of the last.
     fn frame(&mut self) -> &mut Vec<u8> {
-        self.framing.clear();
-        self.at = 0;
+        if self.at == self.framing.len() {
+            self.framing.clear();
+            self.at = 0;
+        }
         &mut self.framing
     }
 }
 
-/// Streams `body` to `stream`; bytes the upstream sends meanwhile go to `buf`.
+/// Streams `out` (the head first) and then `body` to `stream`; bytes the upstream sends
+/// meanwhile go to `buf`.
 pub async fn body(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     mut body: Pin<&mut UpstreamBody>,
     chunked: bool,
+    out: &mut Pending,
 ) -> Result<BodyEnd, SendError> {
-    let mut out = Pending::default();
-    let mut ended = false;
     std::future::poll_fn(|cx| loop {
         // An answer (or the upstream going away) ends the sending, whatever is left.
-        if let Some(done) = watch_upstream(stream, buf, cx) {
-            return Poll::Ready(done);
-        }
-        if out.is_empty() {
-            if ended {
-                return Poll::Ready(Ok(BodyEnd::Whole));
+        if out.wrote {
+            if let Some(done) = watch_upstream(stream, buf, cx) {
+                return Poll::Ready(done);
             }
+        }
+        // A frame is taken while nothing but framing waits: it joins that framing's write.
+        if out.data.is_empty() && !out.crlf && !out.ended {
             match body.as_mut().poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending if out.is_empty() => return Poll::Pending,
+                Poll::Pending => {}
                 Poll::Ready(Some(Err(_))) => return Poll::Ready(Err(SendError::Client)),
                 Poll::Ready(None) => {
-                    ended = true;
+                    out.ended = true;
                     if chunked {
                         out.frame().extend_from_slice(b"0\r\n\r\n");
                     }
@@ -104,14 +136,17 @@ pub async fn body(
                                 f.extend_from_slice(b"\r\n");
                             }
                             f.extend_from_slice(b"\r\n");
-                            ended = true;
+                            out.ended = true;
                         }
                         continue;
                     }
                 },
             }
         }
-        match write_some(stream, &mut out, cx) {
+        if out.is_empty() && out.ended {
+            return Poll::Ready(Ok(BodyEnd::Whole));
+        }
+        match write_some(stream, out, cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(e)) => return Poll::Ready(Err(SendError::Upstream(e))),
             Poll::Pending => return Poll::Pending,
@@ -173,10 +208,11 @@ fn write_some(
         if n == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
+        out.wrote = true;
         let from_framing = n.min(framing.len());
         out.at += from_framing;
         out.data.advance(n - from_framing);
-        if out.is_empty() && out.crlf {
+        if out.data.is_empty() && out.crlf {
             out.crlf = false;
             out.frame().extend_from_slice(b"\r\n");
         }

@@ -1,9 +1,10 @@
-//! The direct path for a request with a body (from hyper's server: `Content-Length` or
+//! The direct path for a request with a body (from either server: `Content-Length` or
 //! `chunked`, HTTP/1.1 or HTTP/2) to an `http://` endpoint: the head and the body written by the
 //! client's own task (`send`), the answer read as for a bodiless request. The request timeout
 //! runs from the body handed over in full; a request whose body has begun to leave is never
-//! sent again, so a pooled connection is checked before it is used, and only a head that could
-//! not be written (nothing of the body read yet) goes again on a fresh connection.
+//! sent again, so a pooled connection is checked before it is used, and only a request of which
+//! nothing was written (its head, and the body frame in hand if any) goes again on a fresh
+//! connection.
 
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -13,7 +14,6 @@ use std::time::{Duration, Instant};
 use http::header::CONTENT_LENGTH;
 use http::uri::Authority;
 use http::{Method, Response, Version};
-use tokio::io::AsyncWriteExt;
 
 use super::idle::Home;
 use super::send::{self, SendError};
@@ -40,7 +40,7 @@ impl DirectClient {
         authority: &Authority,
         parts: &http::request::Parts,
         started: Instant,
-        body: Pin<&mut UpstreamBody>,
+        mut body: Pin<&mut UpstreamBody>,
         timeout: Duration,
         (raw, as_came): (bool, Option<AsCame<'_>>),
     ) -> Result<Response<DirectBody>, Failure> {
@@ -95,17 +95,30 @@ impl DirectClient {
             }
         };
         write(&mut conn);
-        if let Err(e) = conn.stream.write_all(&conn.head).await {
-            if fresh {
-                return Err(Failure::new(ExchangeError::Reset, e));
-            }
-            // Closed while pooled; nothing of the body has been read yet.
+        let mut out = send::Pending::new(std::mem::take(&mut conn.head));
+        let mut sent = send::body(
+            &mut conn.stream,
+            &mut conn.buf,
+            body.as_mut(),
+            chunked,
+            &mut out,
+        )
+        .await;
+        if let (Err(SendError::Upstream(_)), false, true) = (&sent, fresh, out.untouched()) {
+            // Closed while pooled, and nothing written: the same head (and the frame in hand, if
+            // any) go on a fresh connection.
             conn = Box::pin(self.connect(authority, ask.deadline)).await?;
-            write(&mut conn);
-            let written = conn.stream.write_all(&conn.head).await;
-            written.map_err(|e| Failure::new(ExchangeError::Reset, e))?;
+            sent = send::body(
+                &mut conn.stream,
+                &mut conn.buf,
+                body.as_mut(),
+                chunked,
+                &mut out,
+            )
+            .await;
         }
-        let whole = match send::body(&mut conn.stream, &mut conn.buf, body, chunked).await {
+        conn.head = out.into_head();
+        let whole = match sent {
             Ok(send::BodyEnd::Whole) => true,
             Ok(send::BodyEnd::Answered) => false,
             Err(SendError::Client) => {
