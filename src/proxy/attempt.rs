@@ -90,9 +90,11 @@ impl Proxy {
                         (kind, f.detail)
                     })
             });
-            return self
-                .answered(pool, i, watch, sending, started, timeout)
-                .await;
+            // The direct path keeps the request timeout itself (its connection's timer, from the
+            // body's end): no second timer, no wait on the body's end here.
+            let r = sending.await;
+            let sent = watch.and_then(|w| w.sent_at()).unwrap_or(started);
+            return self.settle(pool, i, r, sent);
         }
         if let Some(a) = as_came {
             a.into_map(&mut parts);

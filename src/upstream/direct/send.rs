@@ -96,6 +96,10 @@ pub async fn body(
     out: &mut Pending,
 ) -> Result<BodyEnd, SendError> {
     std::future::poll_fn(|cx| loop {
+        if out.is_empty() && out.ended {
+            // All sent: an answer already begun is read as the answer.
+            return Poll::Ready(Ok(BodyEnd::Whole));
+        }
         // An answer (or the upstream going away) ends the sending, whatever is left.
         if out.wrote {
             if let Some(done) = watch_upstream(stream, buf, cx) {
@@ -144,7 +148,7 @@ pub async fn body(
             }
         }
         if out.is_empty() && out.ended {
-            return Poll::Ready(Ok(BodyEnd::Whole));
+            continue;
         }
         match write_some(stream, out, cx) {
             Poll::Ready(Ok(())) => {}

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use http::header::CONTENT_LENGTH;
 use http::uri::Authority;
 use http::{Method, Response, Version};
+use http_body::Body;
 
 use super::idle::Home;
 use super::send::{self, SendError};
 use super::{
     codec, forwarded, read_head, still_open, timed_out, Ask, DirectBody, DirectClient, Failure,
 };
-use crate::http::fields::Fields;
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::error::ExchangeError;
 
@@ -45,10 +45,10 @@ impl DirectClient {
         (raw, as_came): (bool, Option<AsCame<'_>>),
     ) -> Result<Response<DirectBody>, Failure> {
         // Framed as the client framed it: a length stays a length, anything else is chunked.
+        // A head as it came is our HTTP/1 server's, whose body knows its length exactly when
+        // the client gave one (no second look through the fields).
         let chunked = match as_came {
-            Some((head, spans, _)) => Fields::AsCame { head, spans }
-                .get(&CONTENT_LENGTH)
-                .is_none(),
+            Some(_) => body.size_hint().exact().is_none(),
             None => !parts.headers.contains_key(CONTENT_LENGTH),
         };
         let ask = Ask {
@@ -66,7 +66,7 @@ impl DirectClient {
             Some(c) => still_open(c).await,
             None => None,
         };
-        let fresh = pooled.is_none();
+        let mut fresh = pooled.is_none();
         let mut conn = match pooled {
             Some(c) => c,
             None => Box::pin(self.connect(authority, ask.deadline)).await?,
@@ -96,27 +96,18 @@ impl DirectClient {
         };
         write(&mut conn);
         let mut out = send::Pending::new(std::mem::take(&mut conn.head));
-        let mut sent = send::body(
-            &mut conn.stream,
-            &mut conn.buf,
-            body.as_mut(),
-            chunked,
-            &mut out,
-        )
-        .await;
-        if let (Err(SendError::Upstream(_)), false, true) = (&sent, fresh, out.untouched()) {
-            // Closed while pooled, and nothing written: the same head (and the frame in hand, if
-            // any) go on a fresh connection.
-            conn = Box::pin(self.connect(authority, ask.deadline)).await?;
-            sent = send::body(
-                &mut conn.stream,
-                &mut conn.buf,
-                body.as_mut(),
-                chunked,
-                &mut out,
-            )
-            .await;
-        }
+        let sent = loop {
+            let (stream, buf) = (&mut conn.stream, &mut conn.buf);
+            let sent = send::body(stream, buf, body.as_mut(), chunked, &mut out).await;
+            if let (Err(SendError::Upstream(_)), false, true) = (&sent, fresh, out.untouched()) {
+                // Closed while pooled, and nothing written: the same head (and the frame in hand,
+                // if any) go on a fresh connection, once.
+                conn = Box::pin(self.connect(authority, ask.deadline)).await?;
+                fresh = true;
+                continue;
+            }
+            break sent;
+        };
         conn.head = out.into_head();
         let whole = match sent {
             Ok(send::BodyEnd::Whole) => true,
