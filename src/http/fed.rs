@@ -111,21 +111,22 @@ impl Feeder {
         lock(&self.feed).asked
     }
 
-    /// Hands `frame` over; `last`: the body ends with it.
-    pub fn put(&mut self, frame: Frame<Bytes>, last: bool, cx: &Context<'_>) {
+    /// Hands `frame` over; `last`: the body ends with it. `cx`: the connection's task, when
+    /// it runs in one (a frame put before the reader ever asked wakes nobody).
+    pub fn put(&mut self, frame: Frame<Bytes>, last: bool, cx: Option<&Context<'_>>) {
         let mut f = lock(&self.feed);
         f.frame = Some(frame);
         f.last = last;
         self.over |= last;
-        nudge(&f.reader, Some(cx));
+        nudge(&f.reader, cx);
     }
 
     /// The body ended, with nothing more to hand over.
-    pub fn end(&mut self, cx: &Context<'_>) {
+    pub fn end(&mut self, cx: Option<&Context<'_>>) {
         let mut f = lock(&self.feed);
         f.last = true;
         self.over = true;
-        nudge(&f.reader, Some(cx));
+        nudge(&f.reader, cx);
     }
 
     /// The body broke off (the client closed, or sent a malformed chunk).
@@ -217,14 +218,14 @@ mod tests {
         assert!(body.as_mut().poll_frame(&mut cx()).is_pending());
         assert!(feed.asked());
         assert_eq!(feed.want(&cx()), Want::Frame);
-        feed.put(Frame::data(Bytes::from_static(b"he")), false, &cx());
+        feed.put(Frame::data(Bytes::from_static(b"he")), false, Some(&cx()));
         assert_eq!(feed.want(&cx()), Want::Wait, "a frame is in hand");
         let Poll::Ready(Some(Ok(f))) = body.as_mut().poll_frame(&mut cx()) else {
             panic!("no frame")
         };
         assert_eq!(f.into_data().unwrap(), "he");
         assert_eq!(body.size_hint().exact(), Some(3));
-        feed.put(Frame::data(Bytes::from_static(b"llo")), true, &cx());
+        feed.put(Frame::data(Bytes::from_static(b"llo")), true, Some(&cx()));
         assert!(!body.is_end_stream(), "the last frame is still in hand");
         assert!(matches!(
             body.as_mut().poll_frame(&mut cx()),

@@ -97,21 +97,8 @@ impl Reading {
             }
         }
         loop {
-            match self.step(buf) {
-                Ok(Some((frame, last))) => {
-                    self.feed.put(frame, last, cx);
-                    if last {
-                        self.finish();
-                    }
-                    return Poll::Ready(());
-                }
-                Ok(None) if self.whole => {
-                    self.feed.end(cx);
-                    self.over = true;
-                    return Poll::Ready(());
-                }
-                Ok(None) => {}
-                Err(why) => return self.fail(why, cx),
+            if self.hand_over(buf, Some(cx)) {
+                return Poll::Ready(());
             }
             self.make_room(buf);
             match poll_read_buf(Pin::new(&mut *io), cx, buf) {
@@ -119,6 +106,41 @@ impl Reading {
                 Poll::Ready(Ok(_)) => continue,
                 Poll::Ready(Err(_)) => return self.fail("the connection failed", cx),
                 Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Before the handler runs: the part of the body that came with the head is handed over at
+    /// once, so the first ask finds it (and the upstream gets it in the same write as the
+    /// head). A client that sent its body without waiting needs no `100 Continue`.
+    pub fn prime(&mut self, buf: &mut BytesMut) {
+        if !buf.is_empty() && self.hand_over(buf, None) {
+            self.expect = None;
+        }
+    }
+
+    /// Decodes what the buffer holds into the next frame, the body's end, or its failure;
+    /// `false`: more bytes are needed.
+    fn hand_over(&mut self, buf: &mut BytesMut, cx: Option<&Context<'_>>) -> bool {
+        match self.step(buf) {
+            Ok(Some((frame, last))) => {
+                self.feed.put(frame, last, cx);
+                if last {
+                    self.finish();
+                }
+                true
+            }
+            Ok(None) if self.whole => {
+                self.feed.end(cx);
+                self.over = true;
+                true
+            }
+            Ok(None) => false,
+            Err(why) => {
+                tracing::debug!(why, "a request body broke off");
+                self.feed.fail(why, cx);
+                self.over = true;
+                true
             }
         }
     }

@@ -124,6 +124,9 @@ where
             spans: &spans,
         };
         let mut reading = head.body;
+        if let Some(r) = reading.as_deref_mut() {
+            r.prime(&mut buf);
+        }
         let io_buf = (&mut io, &mut buf);
         let Some(resp) = answer(
             io_buf,
