@@ -106,11 +106,6 @@ impl Feeder {
         }
     }
 
-    /// Whether the reader has asked for the body yet.
-    pub fn asked(&self) -> bool {
-        lock(&self.feed).asked
-    }
-
     /// Hands `frame` over; `last`: the body ends with it. `cx`: the connection's task, when
     /// it runs in one (a frame put before the reader ever asked wakes nobody).
     pub fn put(&mut self, frame: Frame<Bytes>, last: bool, cx: Option<&Context<'_>>) {
@@ -214,10 +209,8 @@ mod tests {
         let (mut body, mut feed) = channel(Some(5));
         let mut body = Pin::new(&mut body);
         assert_eq!(feed.want(&cx()), Want::Wait, "nobody asked yet");
-        assert!(!feed.asked());
         assert!(body.as_mut().poll_frame(&mut cx()).is_pending());
-        assert!(feed.asked());
-        assert_eq!(feed.want(&cx()), Want::Frame);
+        assert_eq!(feed.want(&cx()), Want::Frame, "asked, with nothing in hand");
         feed.put(Frame::data(Bytes::from_static(b"he")), false, Some(&cx()));
         assert_eq!(feed.want(&cx()), Want::Wait, "a frame is in hand");
         let Poll::Ready(Some(Ok(f))) = body.as_mut().poll_frame(&mut cx()) else {

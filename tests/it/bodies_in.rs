@@ -3,7 +3,8 @@
 //! it is read as a request; a malformed chunk is the client's 400 and nothing after it is ever
 //! read as a request; a request refused on its head never asks for its body; and an upstream
 //! that answers as it reads (an echo over https, through hyper's client in its own task) streams
-//! both ways at once.
+//! both ways at once; and a client that goes on sending after an early answer still reads it
+//! whole before the connection ends.
 
 use std::time::Duration;
 
@@ -198,4 +199,48 @@ async fn an_upstream_that_answers_as_it_reads_streams_both_ways_at_once() {
     });
     let (sent, got) = both.await.expect("the duplex exchange stalled");
     assert_eq!(sent, got, "the echo came back intact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_still_sending_after_an_early_answer_gets_it_whole_then_the_close() {
+    let up = recorder().await;
+    let p = proxy_to(&up.url).await;
+    let (mut rd, mut wr) = TcpStream::connect(p.addr).await.unwrap().into_split();
+    // A body far larger than is ever sent, sent without pause: the upstream refuses on the
+    // head, with a refusal larger than the sockets hold. Were the proxy to close at once with
+    // the body unread, the kernel's reset would discard what of the answer it still held.
+    let writer = tokio::spawn(async move {
+        wr.write_all(b"POST /refuse-big HTTP/1.1\r\nhost: app\r\nx-user-id: e1\r\ncontent-length: 999999999999\r\n\r\n").await.unwrap();
+        let piece = [b'x'; 16384];
+        let until = tokio::time::Instant::now() + Duration::from_secs(8);
+        while tokio::time::Instant::now() < until {
+            if wr.write_all(&piece).await.is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    // Reading only once the proxy is done with the exchange: the answer must still be there.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    let answer = String::from_utf8_lossy(&got);
+    let head = &answer[..answer.find("\r\n\r\n").expect("an answer's head") + 4];
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert_eq!(
+        got.len() - head.len(),
+        BIG_REFUSAL,
+        "the answer whole: {head}"
+    );
+    assert!(closed.is_ok(), "the connection ends: {head}");
+    assert!(writer.await.unwrap(), "the proxy stops taking the body");
 }

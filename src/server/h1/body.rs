@@ -137,9 +137,7 @@ impl Reading {
             }
             Ok(None) => false,
             Err(why) => {
-                tracing::debug!(why, "a request body broke off");
-                self.feed.fail(why, cx);
-                self.over = true;
+                self.broke(why, cx);
                 true
             }
         }
@@ -179,10 +177,16 @@ impl Reading {
     }
 
     fn fail(&mut self, why: &'static str, cx: &mut Context<'_>) -> Poll<()> {
-        tracing::debug!(why, "a request body broke off");
-        self.feed.fail(why, Some(cx));
-        self.over = true;
+        self.broke(why, Some(cx));
         Poll::Ready(())
+    }
+
+    /// The body broke off (the client's doing): its reader sees an error, and nothing more is
+    /// read for it.
+    fn broke(&mut self, why: &'static str, cx: Option<&Context<'_>>) {
+        tracing::debug!(why, "a request body broke off");
+        self.feed.fail(why, cx);
+        self.over = true;
     }
 
     /// Room for the next read: what is left of a sized body, within bounds (a large upload

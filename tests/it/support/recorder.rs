@@ -9,7 +9,10 @@ use tokio::net::TcpListener;
 
 /// An upstream that reads each request whole (its head, then its body by its framing), keeps
 /// the bytes, and answers `200` with the body's length — or, for `/refuse`, answers `413` as
-/// soon as the head is in, reading nothing more.
+/// soon as the head is in, reading nothing more (`/refuse-big`: with a body of
+/// [`BIG_REFUSAL`] bytes).
+pub const BIG_REFUSAL: usize = 8 << 20;
+
 pub struct Recorder {
     pub url: String,
     got: Arc<Mutex<Vec<Vec<u8>>>>,
@@ -80,7 +83,17 @@ pub async fn recorder() -> Recorder {
                     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
                     if head.starts_with("POST /refuse") {
                         g.lock().unwrap().push(buf[..head_end].to_vec());
-                        let _ = sock.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big\n").await;
+                        // `/refuse-big`: an answer larger than the sockets' buffers hold.
+                        let body = if head.starts_with("POST /refuse-big") {
+                            vec![b'z'; BIG_REFUSAL]
+                        } else {
+                            b"too big\n".to_vec()
+                        };
+                        let refusal = format!(
+                            "HTTP/1.1 413 Payload Too Large\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = sock.write_all(&[refusal.as_bytes(), &body].concat()).await;
                         // Keeps the connection open, reading nothing more.
                         tokio::time::sleep(Duration::from_secs(30)).await;
                         return;
