@@ -1,31 +1,59 @@
-//! Read buffers shared by one worker's connections. A connection holds a buffer while it has
-//! something in hand (a request being read or answered, an upstream answer being read), and
-//! gives it back while it idles, so idle keep-alive connections, client or upstream, cost no
-//! buffer each (measured with `benches/load/idle.sh`: docs/PERFORMANCE.md).
+//! Read buffers shared by one worker's connections, in two sizes. An upstream connection takes
+//! a full-sized one when its answer arrives and gives it back when it idles, so neither an idle
+//! connection nor one waiting for its answer costs a buffer. A client connection reads its
+//! request's first bytes onto the stack and keeps them in a small one ([`first`]): the head
+//! shares it for the whole exchange, and a full-sized buffer per request in flight was most of
+//! the proxy's memory at a thousand connections (measured with `benches/load/idle.sh` and at
+//! 1,000 connections in flight: docs/PERFORMANCE.md).
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use bytes::BytesMut;
 
 /// A fresh buffer's size, as hyper's: most heads fit in one read.
 pub const SIZE: usize = 8 * 1024;
-/// Free buffers kept per worker: after a burst, the rest go back to the allocator.
+/// A request's first buffer: a head and a small body, and [`FIRST_ROOM`] more.
+const FIRST: usize = 3 * 1024;
+/// The room a request's first buffer keeps beyond its first read: the answer's wait notices a
+/// hang-up in it and takes a pipelined head's start.
+const FIRST_ROOM: usize = 512;
+/// Free buffers kept per worker and size: after a burst, the rest go back to the allocator.
 const KEEP: usize = 64;
 
+type Free = RefCell<Vec<BytesMut>>;
+
 thread_local! {
-    static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    static FREE: Free = const { RefCell::new(Vec::new()) };
+    static FREE_FIRST: Free = const { RefCell::new(Vec::new()) };
+}
+
+/// A pooled buffer of `size`, its room taken back in place if the heads split off it are gone.
+fn pop(pool: &'static LocalKey<Free>, size: usize, least: usize) -> BytesMut {
+    let mut buf = pool
+        .with(|free| free.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(size));
+    if buf.capacity() < least {
+        buf.reserve(size);
+    }
+    buf
+}
+
+fn push(pool: &'static LocalKey<Free>, size: usize, buf: BytesMut) {
+    if !buf.is_empty() || buf.capacity() == 0 || buf.capacity() > 2 * size {
+        return;
+    }
+    pool.with(|free| {
+        let mut free = free.borrow_mut();
+        if free.len() < KEEP {
+            free.push(buf);
+        }
+    });
 }
 
 /// A buffer with room for at least 1 KiB.
 pub fn take() -> BytesMut {
-    let mut buf = FREE
-        .with(|free| free.borrow_mut().pop())
-        .unwrap_or_else(|| BytesMut::with_capacity(SIZE));
-    if buf.capacity() < 1024 {
-        // Its room went to heads split off it; if they are gone, this takes it back in place.
-        buf.reserve(SIZE);
-    }
-    buf
+    pop(&FREE, SIZE, 1024)
 }
 
 /// Room for a read of at least 1 KiB: a buffer from the pool if `buf` has none (its connection
@@ -40,15 +68,25 @@ pub fn make_room(buf: &mut BytesMut) {
 
 /// Gives back an empty buffer; one still holding bytes, or one grown large, is dropped.
 pub fn put(buf: BytesMut) {
-    if !buf.is_empty() || buf.capacity() == 0 || buf.capacity() > 2 * SIZE {
-        return;
-    }
-    FREE.with(|free| {
-        let mut free = free.borrow_mut();
-        if free.len() < KEEP {
-            free.push(buf);
-        }
-    });
+    push(&FREE, SIZE, buf)
+}
+
+/// A client request's first buffer, holding `got` (its first read): a small pooled one, or
+/// one of its own for a read too large for that.
+pub fn first(got: &[u8]) -> BytesMut {
+    let least = got.len() + FIRST_ROOM;
+    let mut buf = if least <= FIRST {
+        pop(&FREE_FIRST, FIRST, least)
+    } else {
+        BytesMut::with_capacity(least)
+    };
+    buf.extend_from_slice(got);
+    buf
+}
+
+/// Gives back a client's buffer once its requests are over (empty); a large one is dropped.
+pub fn put_first(buf: BytesMut) {
+    push(&FREE_FIRST, FIRST, buf)
 }
 
 #[cfg(test)]
@@ -103,6 +141,22 @@ mod tests {
             put(BytesMut::with_capacity(SIZE));
         }
         assert_eq!(free(), KEEP);
+    }
+
+    #[test]
+    fn a_first_buffer_is_small_pooled_and_its_room_comes_back_once_its_head_is_gone() {
+        let mut buf = first(b"GET / HTTP/1.1\r\n\r\n");
+        assert!(buf.capacity() - buf.len() >= FIRST_ROOM);
+        assert!(buf.capacity() <= FIRST, "not a full-sized buffer");
+        let at = buf.as_ptr();
+        let head = buf.split().freeze();
+        put_first(buf);
+        drop(head);
+        let again = first(&[b'x'; FIRST - FIRST_ROOM]);
+        assert_eq!(again.as_ptr(), at, "the same buffer, reclaimed in place");
+        let large = first(&[b'x'; FIRST]);
+        assert!(large.capacity() - large.len() >= FIRST_ROOM);
+        put_first(large);
     }
 
     #[test]

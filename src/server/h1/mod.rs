@@ -98,9 +98,9 @@ where
                 }
             }
             let read = if buf.is_empty() {
-                // Between requests the connection holds no buffer (`bufpool`), and the drain
-                // ends it; a head begun is still served.
-                bufpool::put(std::mem::take(&mut buf));
+                // Between requests the connection holds no buffer (`read_first`), and the
+                // drain ends it; a head begun is still served.
+                bufpool::put_first(std::mem::take(&mut buf));
                 poll_fn(|cx| {
                     if draining.load(Ordering::Relaxed) {
                         return Poll::Ready(Ok(0));
@@ -198,7 +198,8 @@ where
 }
 
 /// A request's first read, onto the stack: a connection waiting for its next request holds no
-/// buffer. What came is copied into one from the worker's pool (a head is a few hundred bytes).
+/// buffer. What came is copied into a small one (`bufpool::first`: the head shares it until the
+/// exchange is over); a head that did not all come grows it on its next read.
 fn read_first<I: AsyncRead>(
     io: Pin<&mut I>,
     cx: &mut std::task::Context<'_>,
@@ -209,8 +210,7 @@ fn read_first<I: AsyncRead>(
     std::task::ready!(io.poll_read(cx, &mut read))?;
     let got = read.filled();
     if !got.is_empty() {
-        *buf = bufpool::take();
-        buf.extend_from_slice(got);
+        *buf = bufpool::first(got);
     }
     Poll::Ready(Ok(got.len()))
 }
