@@ -1,15 +1,16 @@
 //! One attempt of a request with a body, an upgrade, gRPC or to an `https://` endpoint — a body
 //! to a plain endpoint on the direct path, the rest through hyper's clients:
 //! the endpoint's target, the request timeout from the body handed over in full, and how a
-//! failed attempt is counted — for every carrier, `failed` backs a refusing endpoint off.
+//! failed attempt is counted — for every carrier, `failed` backs a refusing endpoint off — and,
+//! after a refused first attempt of one with a body, its retry and failover (`recover`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, Response, Uri, Version};
 
-use super::forward::{Carrier, Outcome};
-use super::Proxy;
+use super::forward::{copy_head, refused, retry_on, untouched, AsCame, Carrier, Outcome};
+use super::{Proxy, Trace};
 use crate::control::routing::RoutingTable;
 use crate::proxy::body::ProxyBody;
 use crate::upstream::body::{BodyWatch, UpstreamBody};
@@ -60,42 +61,19 @@ impl Proxy {
         } else {
             Version::HTTP_11
         };
+        // A body to a plain endpoint takes the direct path (no upgrade: that is a tunnel).
+        if let (Some(w), false) = (watch, grpc) {
+            if goes_direct(endpoint, &parts) {
+                return self
+                    .attempt_body_direct(table, pool, i, &parts, w, raw, as_came)
+                    .await;
+            }
+        }
         let body = match watch {
             Some(w) => UpstreamBody::watched(w, table.config.timeouts.body_read),
             None => UpstreamBody::Empty,
         };
         let started = Instant::now();
-        // A body to a plain endpoint takes the direct path (no upgrade: that is a tunnel).
-        let direct = !grpc
-            && watch.is_some()
-            && endpoint.scheme == http::uri::Scheme::HTTP
-            && !parts.headers.contains_key(http::header::UPGRADE);
-        if direct {
-            let mut body = std::pin::pin!(body);
-            let as_came = as_came.map(|a| (&a.head.bytes[..], a.head.spans, a.hop));
-            // Pinned where it is made: the exchange's state is large, and moving it costs a copy.
-            let sending = std::pin::pin!(async {
-                let r = self.direct.request_with_body(
-                    &endpoint.authority,
-                    &parts,
-                    started,
-                    body.as_mut(),
-                    timeout,
-                    (raw, as_came),
-                );
-                r.await
-                    .map(|resp| resp.map(ProxyBody::Direct))
-                    .map_err(|f| {
-                        let kind = client_failed(watch).map_or(f.kind, ExchangeError::client);
-                        (kind, f.detail)
-                    })
-            });
-            // The direct path keeps the request timeout itself (its connection's timer, from the
-            // body's end): no second timer, no wait on the body's end here.
-            let r = sending.await;
-            let sent = watch.and_then(|w| w.sent_at()).unwrap_or(started);
-            return self.settle(pool, i, r, sent);
-        }
         if let Some(a) = as_came {
             a.into_map(&mut parts);
         }
@@ -123,6 +101,104 @@ impl Proxy {
         });
         self.answered(pool, i, watch, pending.as_mut(), started, timeout)
             .await
+    }
+
+    /// One attempt of a request with a body on the direct path (`goes_direct`). `parts` by
+    /// reference: the target and method are read where they are, and the head as it came (if
+    /// it did) is what is written.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn attempt_body_direct(
+        &self,
+        table: &RoutingTable,
+        pool: &Pool,
+        i: usize,
+        parts: &http::request::Parts,
+        watch: &Arc<BodyWatch>,
+        raw: bool,
+        as_came: Option<AsCame<'_>>,
+    ) -> Outcome {
+        let endpoint = &pool.endpoints[i].config;
+        let timeout = table.config.timeouts.request;
+        let body = UpstreamBody::watched(watch, table.config.timeouts.body_read);
+        let mut body = std::pin::pin!(body);
+        let as_came = as_came.map(|a| (&a.head.bytes[..], a.head.spans, a.hop));
+        let started = Instant::now();
+        // Pinned where it is made: the exchange's state is large, and moving it costs a copy.
+        let sending = std::pin::pin!(async {
+            let r = self.direct.request_with_body(
+                &endpoint.authority,
+                parts,
+                started,
+                body.as_mut(),
+                timeout,
+                (raw, as_came),
+            );
+            r.await
+                .map(|resp| resp.map(ProxyBody::Direct))
+                .map_err(|f| {
+                    let kind = client_failed(Some(watch)).map_or(f.kind, ExchangeError::client);
+                    (kind, f.detail)
+                })
+        });
+        // The direct path keeps the request timeout itself (its connection's timer, from the
+        // body's end): no second timer, no wait on the body's end here.
+        let r = sending.await;
+        let sent = watch.sent_at().unwrap_or(started);
+        self.settle(pool, i, r, sent)
+    }
+
+    /// After a first attempt at `pool`: the retry when it was refused, and, when every
+    /// endpoint refused and nothing of the body left, the fallback pool.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn recover(
+        &self,
+        table: &RoutingTable,
+        pool: &Pool,
+        first: usize,
+        result: Outcome,
+        spare: &http::request::Parts,
+        w: Option<&std::sync::Arc<BodyWatch>>,
+        carrier: Carrier<'_>,
+        trace: &mut Trace,
+        fallback: Option<&Pool>,
+    ) -> Outcome {
+        let mut result = self
+            .retried(table, pool, first, result, spare, w, carrier, trace)
+            .await;
+        if let Some(stable) = fallback.filter(|_| untouched(w) && refused(&result)) {
+            trace.failed_over = true;
+            let i = stable.pick(None);
+            trace.endpoint = Some(i);
+            let r = self.attempt(table, stable, i, copy_head(spare), w, carrier);
+            let r = r.await;
+            result = self
+                .retried(table, stable, i, r, spare, w, carrier, trace)
+                .await;
+        }
+        result
+    }
+
+    /// `result` of a first attempt at `pool`, or of the one retry when it was refused and
+    /// nothing of the body had left (`retry_on`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn retried(
+        &self,
+        table: &RoutingTable,
+        pool: &Pool,
+        first: usize,
+        result: Outcome,
+        spare: &http::request::Parts,
+        watch: Option<&std::sync::Arc<BodyWatch>>,
+        carrier: Carrier<'_>,
+        trace: &mut Trace,
+    ) -> Outcome {
+        match retry_on(pool, first, &result, untouched(watch), trace) {
+            Some(second) => {
+                let again = self.attempt(table, pool, second, copy_head(spare), watch, carrier);
+                again.await
+            }
+            None => result,
+        }
     }
 
     /// Waits for `pending`'s answer: the request timeout and the latency start once the body
@@ -196,6 +272,15 @@ impl Proxy {
             Err((err, detail)) => Err(self.failed(pool, i, err, &detail, latency)),
         }
     }
+}
+
+/// Whether a request with a body to `endpoint` takes the direct path: a plain endpoint, and no
+/// upgrade (that is a tunnel).
+pub(super) fn goes_direct(
+    endpoint: &crate::config::EndpointConfig,
+    parts: &http::request::Parts,
+) -> bool {
+    endpoint.scheme == http::uri::Scheme::HTTP && !parts.headers.contains_key(http::header::UPGRADE)
 }
 
 /// Whether our request-body stream saw the client fail (then a failed exchange is the

@@ -75,7 +75,7 @@ fn take_parts(parts: &mut http::request::Parts) -> http::request::Parts {
 /// The one retry, for every carrier: a refused connect, while nothing of the request has left,
 /// goes once to another endpoint of the same pool. The endpoint it goes to, or `None` when the
 /// first attempt's result stands.
-fn retry_on(
+pub(super) fn retry_on(
     pool: &Pool,
     first: usize,
     result: &Outcome,
@@ -91,7 +91,7 @@ fn retry_on(
 }
 
 /// A copy of a request's method, target and fields, for a second attempt elsewhere.
-fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+pub(super) fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
     let mut copy = Request::new(()).into_parts().0;
     copy.method = parts.method.clone();
     copy.uri = parts.uri.clone();
@@ -100,12 +100,12 @@ fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
 }
 
 /// Whether no byte of the request body has been sent upstream (a request without one: none).
-fn untouched(watch: Option<&std::sync::Arc<BodyWatch>>) -> bool {
+pub(super) fn untouched(watch: Option<&std::sync::Arc<BodyWatch>>) -> bool {
     watch.is_none_or(|w| w.untouched())
 }
 
 /// Whether an attempt's connect was refused (nothing of the request left).
-fn refused(result: &Outcome) -> bool {
+pub(super) fn refused(result: &Outcome) -> bool {
     matches!(result, Err((ExchangeError::Connect, _)))
 }
 
@@ -142,6 +142,30 @@ impl Proxy {
             _ => (false, None),
         };
         let direct = matches!(carrier, Carrier::Direct { .. }) && body.is_end_stream();
+        // A body on the direct path: inline, as a body-less request (boxed, hyper's path would
+        // be an allocation of kilobytes per request); the rare retry is boxed instead.
+        if matches!(carrier, Carrier::Direct { .. })
+            && !body.is_end_stream()
+            && super::attempt::goes_direct(&pool.endpoints[first].config, parts)
+        {
+            let watch = BodyWatch::new(body);
+            let mut result = self
+                .attempt_body_direct(table, pool, first, parts, &watch, raw, as_came)
+                .await;
+            if refused(&result) && (pool.endpoints.len() > 1 || fallback.is_some()) {
+                // Nothing of the body left: another endpoint (or stable) may take it.
+                let spare = copy_head(parts);
+                let w = Some(&watch);
+                let again = self.recover(
+                    table, pool, first, result, &spare, w, carrier, trace, fallback,
+                );
+                result = Box::pin(again).await;
+            } else {
+                lend_map(&mut result, parts);
+            }
+            trace.bytes_in = watch.bytes_in();
+            return result;
+        }
         if !(direct && self.goes_direct(pool, first, parts)) {
             // Boxed: the common path's future (kept by hyper for the connection's whole life)
             // stays small.
@@ -275,45 +299,13 @@ impl Proxy {
         let mut result = self.attempt(table, pool, first, parts, w, carrier).await;
         if let Some(spare) = &spare {
             result = self
-                .retried(table, pool, first, result, spare, w, carrier, trace)
+                .recover(
+                    table, pool, first, result, spare, w, carrier, trace, fallback,
+                )
                 .await;
-            // Every endpoint refused and nothing of the body left: the fallback pool serves it.
-            if let Some(stable) = fallback.filter(|_| untouched(w) && refused(&result)) {
-                trace.failed_over = true;
-                let i = stable.pick(None);
-                trace.endpoint = Some(i);
-                let r = self.attempt(table, stable, i, copy_head(spare), w, carrier);
-                let r = r.await;
-                result = self
-                    .retried(table, stable, i, r, spare, w, carrier, trace)
-                    .await;
-            }
         }
         trace.bytes_in = watch.map_or(0, |w| w.bytes_in());
         result
-    }
-
-    /// `result` of a first attempt at `pool`, or of the one retry when it was refused and
-    /// nothing of the body had left (`retry_on`).
-    #[allow(clippy::too_many_arguments)]
-    async fn retried(
-        &self,
-        table: &RoutingTable,
-        pool: &Pool,
-        first: usize,
-        result: Outcome,
-        spare: &http::request::Parts,
-        watch: Option<&std::sync::Arc<BodyWatch>>,
-        carrier: Carrier<'_>,
-        trace: &mut Trace,
-    ) -> Outcome {
-        match retry_on(pool, first, &result, untouched(watch), trace) {
-            Some(second) => {
-                let again = self.attempt(table, pool, second, copy_head(spare), watch, carrier);
-                again.await
-            }
-            None => result,
-        }
     }
 }
 
