@@ -147,57 +147,46 @@ impl Proxy {
         self.settle(pool, i, r, sent)
     }
 
-    /// After a first attempt at `pool`: the retry when it was refused, and, when every
-    /// endpoint refused and nothing of the body left, the fallback pool.
+    /// After a first attempt at `pool`: the one retry in a pool when it was refused and nothing
+    /// of the body had left (`retry_on`), and, when every endpoint refused, the fallback pool
+    /// (with its own one retry).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn recover(
         &self,
         table: &RoutingTable,
-        pool: &Pool,
-        first: usize,
-        result: Outcome,
+        mut pool: &Pool,
+        mut at: usize,
+        mut result: Outcome,
         spare: &http::request::Parts,
         w: Option<&std::sync::Arc<BodyWatch>>,
         carrier: Carrier<'_>,
         trace: &mut Trace,
-        fallback: Option<&Pool>,
+        mut fallback: Option<&Pool>,
     ) -> Outcome {
-        let mut result = self
-            .retried(table, pool, first, result, spare, w, carrier, trace)
-            .await;
-        if let Some(stable) = fallback.filter(|_| untouched(w) && refused(&result)) {
-            trace.failed_over = true;
-            let i = stable.pick(None);
-            trace.endpoint = Some(i);
-            let r = self.attempt(table, stable, i, copy_head(spare), w, carrier);
-            let r = r.await;
+        let mut may_retry = true;
+        loop {
+            let retry = may_retry
+                .then(|| retry_on(pool, at, &result, untouched(w), trace))
+                .flatten();
+            at = match retry {
+                Some(second) => {
+                    may_retry = false;
+                    second
+                }
+                None => match fallback.take() {
+                    Some(stable) if untouched(w) && refused(&result) => {
+                        trace.failed_over = true;
+                        (pool, may_retry) = (stable, true);
+                        let i = stable.pick(None);
+                        trace.endpoint = Some(i);
+                        i
+                    }
+                    _ => return result,
+                },
+            };
             result = self
-                .retried(table, stable, i, r, spare, w, carrier, trace)
+                .attempt(table, pool, at, copy_head(spare), w, carrier)
                 .await;
-        }
-        result
-    }
-
-    /// `result` of a first attempt at `pool`, or of the one retry when it was refused and
-    /// nothing of the body had left (`retry_on`).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn retried(
-        &self,
-        table: &RoutingTable,
-        pool: &Pool,
-        first: usize,
-        result: Outcome,
-        spare: &http::request::Parts,
-        watch: Option<&std::sync::Arc<BodyWatch>>,
-        carrier: Carrier<'_>,
-        trace: &mut Trace,
-    ) -> Outcome {
-        match retry_on(pool, first, &result, untouched(watch), trace) {
-            Some(second) => {
-                let again = self.attempt(table, pool, second, copy_head(spare), watch, carrier);
-                again.await
-            }
-            None => result,
         }
     }
 
