@@ -333,24 +333,8 @@ pub(super) async fn read_head(
             Ok(None) => {}
             Err(e) => return Err(Sent::Broken(Failure::new(ExchangeError::Protocol, e))),
         }
-        let read = if buf.capacity() == 0 {
-            // An answer yet to come holds no buffer: with a thousand requests in flight, their
-            // waits would hold a thousand. It takes one from the pool once it is there.
-            // (Polled for readiness as `read_buf` is: `readable()`'s future costs more.)
-            match std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await {
-                Ok(()) => {
-                    crate::http::bufpool::make_room(buf);
-                    match stream.try_read_buf(buf) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        r => r,
-                    }
-                }
-                Err(e) => Err(e),
-            }
-        } else {
-            crate::http::bufpool::make_room(buf);
-            stream.read_buf(buf).await
-        };
+        crate::http::bufpool::make_room(buf);
+        let read = stream.read_buf(buf).await;
         match read {
             Ok(0) | Err(_) if !got_any => {
                 let e = read
