@@ -3,18 +3,19 @@
 # pinned to CPU 1 in turn, wrk and two NGINX upstreams on CPU 0, alternating rounds (A B A B ...)
 # so drift hits both alike. Prints req/s, p50, p99 and CPU ms per 1,000 requests per round.
 #
-#   benches/load/ab.sh OLD_BINARY NEW_BINARY        (env: SECS=6 ROUNDS=4 CONNS=64 PATHQ=/)
+#   benches/load/ab.sh OLD_BINARY NEW_BINARY        (env: SECS=6 ROUNDS=4 CONNS=64 PATHQ=/
+#                                                   UPSTREAM_CPU=0; 1: compare.sh's shared topology)
 #
 # Keep a copy of the old binary first: cp target/release/canary-proxy /tmp/old
 set -euo pipefail
 A=${1:?usage: ab.sh OLD_BINARY NEW_BINARY}; B=${2:?usage: ab.sh OLD_BINARY NEW_BINARY}
-SECS=${SECS:-6}; ROUNDS=${ROUNDS:-4}; CONNS=${CONNS:-64}; PATHQ=${PATHQ:-/}
+SECS=${SECS:-6}; ROUNDS=${ROUNDS:-4}; CONNS=${CONNS:-64}; PATHQ=${PATHQ:-/}; UPSTREAM_CPU=${UPSTREAM_CPU:-0}
 for p in wrk nginx; do command -v "$p" >/dev/null || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null; }; done
 WORK=$(mktemp -d); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$WORK"; }
 trap cleanup EXIT
 . "$(dirname "$0")/common.sh"
-start_upstreams 0
+start_upstreams "$UPSTREAM_CPU"
 declare -A PORT PID
 start() { # name binary
   local p a; p=$(free_port); a=$(free_port)
