@@ -36,6 +36,14 @@ impl Proxy {
             Carrier::Direct { raw_head, as_came } => (raw_head, as_came),
             _ => (false, None),
         };
+        // A body to a plain endpoint takes the direct path, which writes the target as it came.
+        if let (Some(w), false) = (watch, grpc) {
+            if body_goes_direct(endpoint, &parts) {
+                return self
+                    .attempt_body_direct(table, pool, i, &parts, w, raw, as_came)
+                    .await;
+            }
+        }
         let authority = if grpc {
             // RFC 9113 §8.3.1: `:authority` is the client's Host, and no `host` beside it.
             let host = parts.headers.remove(http::header::HOST);
@@ -61,14 +69,6 @@ impl Proxy {
         } else {
             Version::HTTP_11
         };
-        // A body to a plain endpoint takes the direct path (no upgrade: that is a tunnel).
-        if let (Some(w), false) = (watch, grpc) {
-            if goes_direct(endpoint, &parts) {
-                return self
-                    .attempt_body_direct(table, pool, i, &parts, w, raw, as_came)
-                    .await;
-            }
-        }
         let body = match watch {
             Some(w) => UpstreamBody::watched(w, table.config.timeouts.body_read),
             None => UpstreamBody::Empty,
@@ -103,7 +103,7 @@ impl Proxy {
             .await
     }
 
-    /// One attempt of a request with a body on the direct path (`goes_direct`). `parts` by
+    /// One attempt of a request with a body on the direct path (`body_goes_direct`). `parts` by
     /// reference: the target and method are read where they are, and the head as it came (if
     /// it did) is what is written.
     #[allow(clippy::too_many_arguments)]
@@ -265,7 +265,7 @@ impl Proxy {
 
 /// Whether a request with a body to `endpoint` takes the direct path: a plain endpoint, and no
 /// upgrade (that is a tunnel).
-pub(super) fn goes_direct(
+pub(super) fn body_goes_direct(
     endpoint: &crate::config::EndpointConfig,
     parts: &http::request::Parts,
 ) -> bool {

@@ -146,13 +146,13 @@ impl Proxy {
         // be an allocation of kilobytes per request); the rare retry is boxed instead.
         if matches!(carrier, Carrier::Direct { .. })
             && !body.is_end_stream()
-            && super::attempt::goes_direct(&pool.endpoints[first].config, parts)
+            && super::attempt::body_goes_direct(&pool.endpoints[first].config, parts)
         {
             let watch = BodyWatch::new(body);
             let mut result = self
                 .attempt_body_direct(table, pool, first, parts, &watch, raw, as_came)
                 .await;
-            if refused(&result) && (pool.endpoints.len() > 1 || fallback.is_some()) {
+            if refused(&result) {
                 // Nothing of the body left: another endpoint (or stable) may take it.
                 let spare = copy_head(parts);
                 let w = Some(&watch);
@@ -160,9 +160,8 @@ impl Proxy {
                     table, pool, first, result, &spare, w, carrier, trace, fallback,
                 );
                 result = Box::pin(again).await;
-            } else {
-                lend_map(&mut result, parts);
             }
+            lend_map(&mut result, parts);
             trace.bytes_in = watch.bytes_in();
             return result;
         }

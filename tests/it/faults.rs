@@ -1,5 +1,6 @@
 //! Upstream faults: 502 for a closed port, 504 for an upstream that never answers, a refused
-//! endpoint retried on another of the same pool; the proxy keeps serving after each.
+//! endpoint retried on another of the same pool (and, for an upload failed over to stable, once
+//! there too); the proxy keeps serving after each.
 
 use std::time::Duration;
 
@@ -162,6 +163,36 @@ async fn a_refused_endpoint_is_retried_on_another_of_the_same_pool() {
     assert!(
         m.contains(r#"canary_errors_total{cohort="stable",version="v1.1.0"} 0"#),
         "{m}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_upload_failed_over_to_stable_is_retried_there_once_too() {
+    let (s, k) = upstreams().await;
+    let mut cfg = Cfg::new(&s, &k);
+    cfg.percent = 100.0;
+    let (dead_canary, _c) = closed_port().await;
+    let (dead_stable, _s) = closed_port().await;
+    cfg.canary = vec![dead_canary];
+    cfg.stable = vec![dead_stable, s.url()];
+    let proxy = cfg.start().await;
+    let c = client();
+    // Round-robin reaches the refusing stable endpoint within two failovers; each upload was
+    // never sent anywhere, so it goes on to the other stable endpoint.
+    for i in 0..4 {
+        let req = http::Request::post(proxy.url("/upload"))
+            .header("x-user-id", format!("f{i}"))
+            .body(full(b"hello".to_vec()))
+            .unwrap();
+        let got = send(&c, req).await;
+        assert_eq!(got.status, 200, "upload {i}: {}", got.body);
+        assert!(got.body.starts_with("5 "), "upload {i}: {}", got.body);
+    }
+    let m = scrape(proxy.admin).await;
+    assert!(
+        m.contains(r#"canary_upstream_failures_total{cohort="stable",kind="connect"} 1"#),
+        "stable's refusing endpoint was tried once, then backed off: {m}"
     );
     proxy.stop().await;
 }

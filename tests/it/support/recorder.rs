@@ -7,12 +7,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// The body of the recorder's answer to `/refuse-big`: more than the sockets' buffers hold.
+pub const BIG_REFUSAL: usize = 8 << 20;
+
 /// An upstream that reads each request whole (its head, then its body by its framing), keeps
 /// the bytes, and answers `200` with the body's length — or, for `/refuse`, answers `413` as
 /// soon as the head is in, reading nothing more (`/refuse-big`: with a body of
 /// [`BIG_REFUSAL`] bytes).
-pub const BIG_REFUSAL: usize = 8 << 20;
-
 pub struct Recorder {
     pub url: String,
     got: Arc<Mutex<Vec<Vec<u8>>>>,
