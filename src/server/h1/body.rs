@@ -22,6 +22,8 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// A read for a body gets room for what is left of it, within these bounds.
 const READ_MIN: usize = bufpool::SIZE;
 const READ_MAX: usize = 64 * 1024;
+/// Room beyond a sized body's end (a pipelined head's start, if one follows).
+const READ_SLACK: usize = 512;
 
 /// How the client framed its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,8 +115,28 @@ impl Reading {
     /// Before the handler runs: the part of the body that came with the head is handed over at
     /// once, so the first ask finds it (and the upstream gets it in the same write as the
     /// head). A client that sent its body without waiting needs no `100 Continue`.
-    pub fn prime(&mut self, buf: &mut BytesMut) {
-        if !buf.is_empty() && self.hand_over(buf, None) {
+    ///
+    /// A sized body longer than what came with the head is first topped up by one read that
+    /// does not wait (`cx` is the connection's own task: a `Pending` read leaves nothing
+    /// behind): a large upload's start then leaves with the head in one write, and the
+    /// upstream is woken once for it, not once per piece.
+    pub fn prime<I: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut I,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) {
+        if buf.is_empty() {
+            return;
+        }
+        if let Coding::Length(left) = self.coding {
+            if (buf.len() as u64) < left {
+                self.make_room(buf);
+                // A failed or closed read is met again by the next one, which counts it.
+                let _ = poll_read_buf(Pin::new(&mut *io), cx, buf);
+            }
+        }
+        if self.hand_over(buf, None) {
             self.expect = None;
         }
     }
@@ -189,11 +211,16 @@ impl Reading {
         self.over = true;
     }
 
-    /// Room for the next read: what is left of a sized body, within bounds (a large upload
-    /// moves in large pieces; a small one costs no more than a head).
+    /// Room for the next read: what is left of a sized body (beyond what `buf` holds of it),
+    /// within bounds (a large upload moves in large pieces; a small one costs no more than a
+    /// head), and a little more: a read that ends the body then comes up short, which tells
+    /// the runtime the socket is drained (no read that finds nothing before the next request).
     fn make_room(&self, buf: &mut BytesMut) {
         let want = match self.coding {
-            Coding::Length(left) => (left as usize).clamp(READ_MIN, READ_MAX),
+            Coding::Length(left) => {
+                let rest = (left as usize).saturating_sub(buf.len());
+                (rest + READ_SLACK).clamp(READ_MIN, READ_MAX)
+            }
             Coding::Chunked(_) => 2 * READ_MIN,
         };
         if buf.capacity() - buf.len() < want / 2 {

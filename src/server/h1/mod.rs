@@ -125,7 +125,11 @@ where
         };
         let mut reading = head.body;
         if let Some(r) = reading.as_deref_mut() {
-            r.prime(&mut buf);
+            poll_fn(|cx| {
+                r.prime(&mut io, &mut buf, cx);
+                Poll::Ready(())
+            })
+            .await;
         }
         let io_buf = (&mut io, &mut buf);
         let Some(resp) = answer(
