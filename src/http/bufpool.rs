@@ -1,8 +1,6 @@
 //! Read buffers shared by one worker's connections, in two sizes. An upstream connection takes
-//! a full-sized one when it reads an answer and gives it back when it idles, so an idle
-//! connection costs no buffer. (Taking it only once the answer is there, after a readiness
-//! poll, saved 7 MB at 1,000 connections in flight but cost a fifth of the req/s with the
-//! upstream on the proxy's core: docs/PERFORMANCE.md.) A client connection reads its
+//! a full-sized one once its answer is there and gives it back when it idles, so neither an
+//! idle connection nor one waiting for its answer costs a buffer. A client connection reads its
 //! request's first bytes onto the stack and keeps them in a small one ([`first`]): the head
 //! shares it for the whole exchange, and a full-sized buffer per request in flight was a
 //! third of the proxy's memory at a thousand connections (`benches/load/idle.sh`, and at

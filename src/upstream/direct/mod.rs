@@ -12,6 +12,7 @@ mod body;
 pub mod codec;
 pub mod forwarded;
 mod idle;
+mod read;
 mod send;
 mod with_body;
 
@@ -26,12 +27,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use http::uri::Authority;
 use http::{HeaderMap, Method, Response, Version};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 pub use body::DirectBody;
 use idle::{Home, IdleSet};
+use read::{answer, read_head, still_open};
 
 use crate::upstream::error::ExchangeError;
 
@@ -307,65 +308,4 @@ async fn exchange(
         .await?
     };
     Ok((conn, parsed))
-}
-
-/// The exchange's I/O: the head out, the answer's head in.
-async fn answer(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    head: &[u8],
-    ask: &Ask<'_>,
-) -> Result<codec::Head, Sent> {
-    stream.write_all(head).await.map_err(Sent::Nothing)?;
-    read_head(stream, buf, ask).await
-}
-
-/// Reads the answer's head (skipping interim ones) into `buf` and parses it.
-pub(super) async fn read_head(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    ask: &Ask<'_>,
-) -> Result<codec::Head, Sent> {
-    let mut got_any = !buf.is_empty();
-    loop {
-        match codec::parse_head(buf, ask.head_request, ask.raw) {
-            Ok(Some(parsed)) => return Ok(parsed),
-            Ok(None) => {}
-            Err(e) => return Err(Sent::Broken(Failure::new(ExchangeError::Protocol, e))),
-        }
-        crate::http::bufpool::make_room(buf);
-        let read = stream.read_buf(buf).await;
-        match read {
-            Ok(0) | Err(_) if !got_any => {
-                let e = read
-                    .err()
-                    .unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into());
-                return Err(Sent::Nothing(e));
-            }
-            Ok(0) => {
-                return Err(Sent::Broken(Failure::new(
-                    ExchangeError::Reset,
-                    "closed in the middle of the response head",
-                )))
-            }
-            Err(e) => return Err(Sent::Broken(Failure::new(ExchangeError::Reset, e))),
-            Ok(_) => got_any = true,
-        }
-    }
-}
-
-/// A pooled connection that has something to read before we asked is closed (or broken).
-pub(super) async fn still_open(conn: UpstreamConn) -> Option<UpstreamConn> {
-    let ready = std::future::poll_fn(|cx| {
-        std::task::Poll::Ready(conn.stream.poll_read_ready(cx).is_ready())
-    })
-    .await;
-    if !ready {
-        return Some(conn);
-    }
-    // Whatever is there (an end, a stray byte), the connection is not reused: one byte tells.
-    match conn.stream.try_read(&mut [0u8; 1]) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(conn),
-        _ => None,
-    }
 }
