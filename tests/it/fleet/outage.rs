@@ -43,7 +43,13 @@ async fn redis_lost_and_restarted_empty_never_unlatches_and_a_new_replica_starts
     for p in [a, b] {
         assert_eq!(status(p).await["state"], "rolled_back");
     }
-    // Reconnected for good: no churn of connections once back.
+    // Reconnected for good: no churn of connections once both are back (one may still be
+    // in its backoff when the other has written the latch).
+    until("both see Redis up", Duration::from_secs(10), || async {
+        metric(a, "canary_fleet_redis_up").await == 1.0
+            && metric(b, "canary_fleet_redis_up").await == 1.0
+    })
+    .await;
     let connections = || {
         let info: String = redis.query(&["INFO", "stats"]);
         info.lines()
