@@ -199,6 +199,7 @@ fn run(path: &Path) -> ExitCode {
         Err(e) => return config_failed(&e),
     };
     raise_fd_limit(config.limits.max_connections);
+    canary_proxy::sys::keep_heap_top();
     // This thread is the first worker and the control plane (admin, judge, reloads); the
     // other workers bring runtimes of their own (`proxy.workers`). One thread per event loop:
     // no work-stealing, no cross-thread wakeups on the request path.

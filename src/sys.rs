@@ -1,4 +1,4 @@
-//! The only `unsafe` in the crate: four calls into the C library that std does not wrap.
+//! The only `unsafe` in the crate: five calls into the C library that std does not wrap.
 //! Each takes no pointer it does not own, and each has a safe fallback when the call fails.
 
 /// This machine's host name (the default replica name), or `replica-PID` when it has none.
@@ -30,6 +30,23 @@ pub fn malloc_trim() {
     // SAFETY: malloc_trim only releases free memory the allocator holds; it takes no pointers.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Free memory glibc keeps at the top of a heap instead of handing it back at the `free` that
+/// left it there (its default, 128 KiB, is about two 64 KiB upload buffers: under steady
+/// uploads the heap's top was handed back and faulted in again, 1-4 page faults per request
+/// and a sixth of the CPU per 64 KiB POST, docs/PERFORMANCE.md). Memory still goes back after
+/// a burst of connections (`server/memory.rs`). Setting the trim threshold fixes the `mmap`
+/// threshold too, so that is set with it: allocations under 1 MiB come from the heaps, as
+/// glibc's dynamic threshold would have them after its first large `free`. A no-op off glibc.
+pub fn keep_heap_top() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets the allocator's parameters; it takes no pointers. Called
+    // before any thread is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
     }
 }
 
@@ -67,6 +84,7 @@ mod tests {
         assert!(!hostname().is_empty());
         let before = raise_open_files(0).expect("getrlimit works here");
         assert_eq!(raise_open_files(before), Some(before));
+        keep_heap_top();
         malloc_trim();
     }
 }
