@@ -35,8 +35,8 @@ pub fn malloc_trim() {
 
 /// Free memory glibc keeps at the top of a heap instead of handing it back at the `free` that
 /// left it there (its default, 128 KiB, is about two 64 KiB upload buffers: under steady
-/// uploads the heap's top was handed back and faulted in again, 1-4 page faults per request
-/// and a sixth of the CPU per 64 KiB POST, docs/PERFORMANCE.md). Memory still goes back after
+/// uploads the heap's top was handed back and faulted in again, 0.3-4.5 page faults per
+/// request and up to a sixth of the CPU per 64 KiB POST, docs/PERFORMANCE.md). Memory still goes back after
 /// a burst of connections (`server/memory.rs`). Setting the trim threshold fixes the `mmap`
 /// threshold too, so that is set with it: allocations under 1 MiB come from the heaps, as
 /// glibc's dynamic threshold would have them after its first large `free`. A no-op off glibc.
