@@ -309,6 +309,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<bool> {
             let lr = &status["last_rollback"];
             let c = &lr["figures"]["canary"];
             let (n, pct) = totals().since(&at_degrade, 1);
+            if !bad.load(Relaxed) {
+                // Said plainly: a rollback of a canary that has not changed is a false one.
+                println!(
+                    "{:>5.1}s  ROLLED BACK by the {} trigger BEFORE the canary degraded: a false rollback (the whole window: {} canary requests, {:.2} % errors, p99 {:.0} ms).",
+                    at.as_secs_f64(), lr["trigger"].as_str().unwrap_or("?"), c["requests"],
+                    c["error_rate"].as_f64().unwrap_or(0.0), c["p99_latency"].as_f64().unwrap_or(0.0) * 1000.0,
+                );
+                continue;
+            }
             println!(
                 "{:>5.1}s  ROLLED BACK by the {} trigger, {:.1}s after the canary degraded: since then {:.0} canary requests, {:.1} % errors, p99 {:.0} ms (the whole window: {} requests, {:.2} % errors). Every new request now goes to stable.",
                 at.as_secs_f64(), lr["trigger"].as_str().unwrap_or("?"), (at.saturating_sub(turn_bad)).as_secs_f64(),

@@ -26,6 +26,19 @@ pub struct Judgement {
     last_slow: u64,
 }
 
+/// The bar the stable's requests set: max(`latency_tolerance` × their `latency_stat`, that +
+/// `latency_slack`), from the upper edge of the bucket that holds the statistic.
+fn stable_bound(r: &RollbackConfig, buckets: &[u64]) -> Option<Duration> {
+    let b = quantile_bucket(buckets, r.latency_stat.quantile())?;
+    // A multiple alone is absurd for a fast service (1.25 x 2 ms); the slack keeps the bound at
+    // least that far above the stable.
+    let edge = Duration::from_micros(upper_edge_micros(b));
+    Some(
+        edge.mul_f64(r.latency_tolerance)
+            .max(edge + r.latency_slack),
+    )
+}
+
 pub fn judge_params(r: &RollbackConfig) -> JudgeParams {
     JudgeParams {
         max_error_rate: r.max_error_rate,
@@ -66,23 +79,32 @@ impl Judgement {
     }
 
     /// T_i: `max_latency`, or once the stable window holds 1,000 requests the smaller of it and
-    /// max(`latency_tolerance` × the stable's `latency_stat`, the stable's + `latency_slack`)
-    /// (its bucket's upper edge); rounded up to a histogram boundary. Returns (first slow bucket, T in µs).
+    /// the stable's bound (`stable_bound`); rounded up to a histogram boundary. Returns (first
+    /// slow bucket, T in µs).
     fn next_threshold(&self, r: &RollbackConfig) -> (usize, u64) {
         let mut t = r.max_latency;
         let stable = self.window.totals(Cohort::Stable);
         if stable.requests >= STABLE_LATENCY_MIN {
-            if let Some(b) = quantile_bucket(&stable.buckets, r.latency_stat.quantile()) {
-                // A multiple alone is absurd for a fast service (1.25 x 2 ms); the slack keeps
-                // the bound at least that far above the stable.
-                let edge = Duration::from_micros(upper_edge_micros(b));
-                t = t.min(
-                    edge.mul_f64(r.latency_tolerance)
-                        .max(edge + r.latency_slack),
-                );
+            if let Some(bound) = stable_bound(r, &stable.buckets) {
+                t = t.min(bound);
             }
         }
         boundary_at_or_above(t)
+    }
+
+    /// T for a slice just completed: the bar set before it, raised (never past `max_latency`)
+    /// to the bound of the stable's own requests in that slice when they were slower. A stall
+    /// both cohorts share (the host, a database, the network) is not the canary's: judged
+    /// against the window before it alone, a quarter-second pause of the process rolled a
+    /// healthy canary back (docs/JUDGE.md, "A slowdown both cohorts share").
+    fn slice_threshold(&self, r: &RollbackConfig, stable: &SliceCounts) -> usize {
+        let (slow_from, before) = self.next_threshold(r);
+        // Read by nearest rank however few they are (p99 of 40 is the slowest): a slice at a
+        // phase's edge holds few, and can only raise the bar, never lower it (the budget holds).
+        match stable_bound(r, &stable.buckets).map(|b| boundary_at_or_above(b.min(r.max_latency))) {
+            Some((raised_from, raised)) if raised > before => raised_from,
+            _ => slow_from,
+        }
     }
 
     /// Judges one completed slice of both cohorts.
@@ -92,7 +114,7 @@ impl Judgement {
         stable: &SliceCounts,
         canary: &SliceCounts,
     ) -> Verdict {
-        let (slow_from, _) = self.next_threshold(r);
+        let slow_from = self.slice_threshold(r, stable);
         let sc = canary.buckets.iter().skip(slow_from).sum();
         self.last_slow = sc;
         self.verdict = self.judge.observe(SliceInput {
@@ -267,6 +289,83 @@ mod tests {
         assert!(
             v.evidence[Trigger::Latency as usize][0] < 0.0,
             "requests as fast as stable are not slow"
+        );
+    }
+
+    #[test]
+    fn a_stall_both_cohorts_share_is_not_the_canarys_but_its_own_slowdown_is() {
+        let r = rollback("max_latency = \"2s\"\nlatency_tolerance = 1.25");
+        let calm = |j: &mut Judgement| {
+            j.step(
+                &r,
+                &slice(2000, Duration::from_millis(20)),
+                &slice(200, Duration::from_millis(20)),
+            )
+        };
+        let lat = |v: Verdict| v.evidence[Trigger::Latency as usize][0];
+        // A slice where every request of both cohorts took 80 ms (the host paused): no evidence.
+        let mut shared = Judgement::new(&r, SystemTime::UNIX_EPOCH);
+        let before = lat(calm(&mut shared));
+        let v = shared.step(
+            &r,
+            &slice(500, Duration::from_millis(80)),
+            &slice(50, Duration::from_millis(80)),
+        );
+        assert!(
+            lat(v) <= before,
+            "a shared stall added evidence: {} -> {}",
+            before,
+            lat(v)
+        );
+        assert_eq!(shared.last_slow(), 0);
+        // The same slice with the stable at its usual 20 ms: every canary request is slow.
+        let mut alone = Judgement::new(&r, SystemTime::UNIX_EPOCH);
+        calm(&mut alone);
+        let v = alone.step(
+            &r,
+            &slice(500, Duration::from_millis(20)),
+            &slice(50, Duration::from_millis(80)),
+        );
+        assert_eq!(alone.last_slow(), 50);
+        assert!(lat(v) > before);
+        // A stall at a slice's edge, with few stable requests in it, is still shared.
+        let mut sparse = Judgement::new(&r, SystemTime::UNIX_EPOCH);
+        calm(&mut sparse);
+        sparse.step(
+            &r,
+            &slice(12, Duration::from_millis(80)),
+            &slice(12, Duration::from_millis(80)),
+        );
+        assert_eq!(sparse.last_slow(), 0);
+        // The stable as fast as ever: the bar the window set stays.
+        let mut steady = Judgement::new(&r, SystemTime::UNIX_EPOCH);
+        calm(&mut steady);
+        steady.step(
+            &r,
+            &slice(12, Duration::from_millis(20)),
+            &slice(12, Duration::from_millis(80)),
+        );
+        assert_eq!(steady.last_slow(), 12);
+    }
+
+    #[test]
+    fn a_shared_stall_never_raises_the_bar_past_max_latency() {
+        let r = rollback("max_latency = \"100ms\"\nlatency_tolerance = 1.25");
+        let mut j = Judgement::new(&r, SystemTime::UNIX_EPOCH);
+        j.step(
+            &r,
+            &slice(2000, Duration::from_millis(20)),
+            &SliceCounts::zero(),
+        );
+        j.step(
+            &r,
+            &slice(500, Duration::from_millis(300)),
+            &slice(50, Duration::from_millis(300)),
+        );
+        assert_eq!(
+            j.last_slow(),
+            50,
+            "past max_latency is slow, whatever the stable did"
         );
     }
 }

@@ -26,6 +26,7 @@ mod operator;
 mod protocols;
 mod rollback;
 mod rollout;
+mod shared_stall;
 mod streaming;
 mod support;
 mod tls;

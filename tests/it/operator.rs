@@ -22,6 +22,7 @@ fn demo(args: &[&str]) -> String {
 fn the_demo_runs_to_completion_and_shows_a_rollback() {
     let stdout = demo(&["--duration", "25s"]);
     assert!(stdout.contains("ROLLED BACK"), "{stdout}");
+    assert!(!stdout.contains("a false rollback"), "{stdout}");
     assert!(stdout.contains("rolled back"), "{stdout}");
     assert!(
         stdout.contains("STEP 2 of 4"),

@@ -69,6 +69,9 @@ pub struct Behavior {
     pub delay_ms: u64,
     /// While set, every request fails: a release that turns bad mid-test.
     pub fail_switch: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// While set, every answer on `/` takes `delay_ms` longer (a stall; several upstreams may
+    /// share one switch).
+    pub slow_switch: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// An upstream that answers by path:
@@ -131,7 +134,11 @@ async fn misbehave(
     req: &Request<Incoming>,
 ) -> Option<Response<Body>> {
     let (b, count) = behavior;
-    if b.delay_ms > 0 {
+    let stalled = b
+        .slow_switch
+        .as_ref()
+        .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
+    if b.delay_ms > 0 && (b.slow_switch.is_none() || stalled) {
         tokio::time::sleep(Duration::from_millis(b.delay_ms)).await;
     }
     let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
