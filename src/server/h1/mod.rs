@@ -82,7 +82,6 @@ where
     let mut buf = BytesMut::new();
     // Where the current request's fields sit in its head: kept for the connection's life.
     let mut spans = Vec::new();
-    let mut out = Vec::new();
     loop {
         let head = loop {
             if !buf.is_empty() {
@@ -160,7 +159,7 @@ where
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let (parts, body) = resp.into_parts();
         let framing = Framing::of(head_request, parts.status, body.size_hint().exact());
-        out.clear();
+        let mut out = bufpool::take_write();
         let raw = body.raw_head();
         response::write_head(&mut out, parts.status, &parts.headers, raw, framing, close);
         request::recycle(parts.headers);
@@ -177,6 +176,7 @@ where
             &mut feeding,
         );
         let finished = finished.await?;
+        bufpool::put_write(out);
         drop(guard);
         if !finished {
             // The body broke off: the client must not take what it got for the whole answer.
@@ -193,10 +193,6 @@ where
                 }
             }
             return Ok(Ended::Closed);
-        }
-        if out.capacity() > WRITE_AT * 2 {
-            // A large answer's buffer is not kept for the connection's life.
-            out = Vec::new();
         }
     }
 }

@@ -56,8 +56,6 @@ impl Failure {
 pub struct UpstreamConn {
     stream: TcpStream,
     buf: BytesMut,
-    /// The request head's bytes: kept with the connection, so writing one allocates nothing.
-    head: Vec<u8>,
     /// The request timeout, kept with the connection and moved on per exchange: a later deadline
     /// only updates the registered timer, where a fresh timer per request went through the
     /// runtime's timer wheel twice (docs/PERFORMANCE.md). An idle connection's timer may
@@ -209,7 +207,6 @@ impl DirectClient {
         Ok(UpstreamConn {
             stream,
             buf: BytesMut::new(),
-            head: Vec::new(),
             timer: Box::pin(tokio::time::sleep_until(deadline.into())),
         })
     }
@@ -264,22 +261,20 @@ async fn exchange(
     mut conn: UpstreamConn,
     ask: &Ask<'_>,
 ) -> Result<(UpstreamConn, codec::Head), Sent> {
-    if conn.head.capacity() > 16 * 1024 {
-        // An unusually large head's buffer is not kept for the connection's life.
-        conn.head = Vec::new();
-    }
-    conn.head.clear();
+    // The worker's most recently used write buffer, not one of the connection's own: that was
+    // cold in the cache at every request with a thousand connections (`bufpool::take_write`).
+    let mut head = crate::http::bufpool::take_write();
     match ask.as_came {
-        Some((head, spans, hop)) => forwarded::write_head(
-            &mut conn.head,
+        Some((raw, spans, hop)) => forwarded::write_head(
+            &mut head,
             ask.method,
             ask.target,
-            (head, spans),
+            (raw, spans),
             hop,
             ask.authority,
         ),
         None => codec::write_head(
-            &mut conn.head,
+            &mut head,
             ask.method,
             ask.target,
             ask.headers,
@@ -289,12 +284,7 @@ async fn exchange(
     }
     conn.timer.as_mut().reset(ask.deadline.into());
     let parsed = {
-        let UpstreamConn {
-            stream,
-            buf,
-            head,
-            timer,
-        } = &mut conn;
+        let UpstreamConn { stream, buf, timer } = &mut conn;
         let mut answer = pin!(answer(stream, buf, head, ask));
         std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = answer.as_mut().poll(cx) {

@@ -17,14 +17,17 @@ use super::{codec, Ask, Failure, Sent, UpstreamConn};
 use crate::http::bufpool;
 use crate::upstream::error::ExchangeError;
 
-/// The exchange's I/O: the head out, the answer's head in.
+/// The exchange's I/O: the head out (its buffer back to the pool once written), the answer's
+/// head in.
 pub(super) async fn answer(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    head: &[u8],
+    head: Vec<u8>,
     ask: &Ask<'_>,
 ) -> Result<codec::Head, Sent> {
-    stream.write_all(head).await.map_err(Sent::Nothing)?;
+    let written = stream.write_all(&head).await;
+    bufpool::put_write(head);
+    written.map_err(Sent::Nothing)?;
     read_head(stream, buf, ask).await
 }
 

@@ -71,9 +71,7 @@ impl DirectClient {
             Some(c) => c,
             None => Box::pin(self.connect(authority, ask.deadline)).await?,
         };
-        let write = |conn: &mut super::UpstreamConn| {
-            conn.head.clear();
-            let out = &mut conn.head;
+        let write = |out: &mut Vec<u8>| {
             match ask.as_came {
                 Some((raw, spans, hop)) => {
                     let (method, target) = (ask.method, ask.target);
@@ -94,8 +92,9 @@ impl DirectClient {
                 ),
             }
         };
-        write(&mut conn);
-        let mut out = send::Pending::new(std::mem::take(&mut conn.head));
+        let mut head = crate::http::bufpool::take_write();
+        write(&mut head);
+        let mut out = send::Pending::new(head);
         let sent = loop {
             let (stream, buf) = (&mut conn.stream, &mut conn.buf);
             let sent = send::body(stream, buf, body.as_mut(), chunked, &mut out).await;
@@ -108,7 +107,7 @@ impl DirectClient {
             }
             break sent;
         };
-        conn.head = out.into_head();
+        crate::http::bufpool::put_write(out.into_head());
         let whole = match sent {
             Ok(send::BodyEnd::Whole) => true,
             Ok(send::BodyEnd::Answered) => false,
